@@ -1,0 +1,5 @@
+import sys
+
+from speechllm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""The public Python API: load any model by name and transcribe or chat with audio.
+
+    import speechllm
+    speechllm.transcribe("clip.flac")                                  # default model
+    speechllm.chat("clip.flac", "Who might have said this?", model="cascade")
+    m = speechllm.load_model("runs/asr/best")                          # a checkpoint folder
+
+A model name is one of: a named model (``speechllm models``: ``whisper-tiny.en``,
+``cascade`` ...), a checkpoint folder, or a model YAML config (an untrained connector).
+The CLI is a thin layer over these functions; its flags are these keyword names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from speechllm.audio import AudioLike, load_audio
+from speechllm.decoding import DecodeOptions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "whisper-tiny.en"
+
+
+class SpeechModel(Protocol):
+    name: str
+    sampling_rate: int
+
+    def generate(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str | None] | None = None,
+                 options: DecodeOptions | None = None, streamer: Any = None) -> list[str]: ...
+
+
+def _whisper() -> SpeechModel:
+    from speechllm.baselines import WhisperASR
+
+    return WhisperASR("whisper-tiny.en")
+
+
+def _cascade() -> SpeechModel:
+    from speechllm.baselines import Cascade
+
+    return Cascade("whisper-tiny.en", "smollm2-135m-instruct")
+
+
+NAMED_MODELS: dict[str, tuple[str, Callable[[], SpeechModel]]] = {
+    "whisper-tiny.en": ("Whisper tiny.en with its own decoder (end-to-end ASR baseline)", _whisper),
+    "cascade": ("Whisper tiny.en -> SmolLM2-135M-Instruct (ASR -> LLM cascade baseline)", _cascade),
+}
+
+_LOADED: dict[str, SpeechModel] = {}
+
+
+def load_model(model: str | SpeechModel = DEFAULT_MODEL, *, overrides: list[str] | None = None,
+               cache: bool = True) -> SpeechModel:
+    """A model by name, checkpoint folder or YAML config; loaded models are reused."""
+    if not isinstance(model, str):
+        return model
+    key = f"{model}|{overrides}"
+    if cache and key in _LOADED:
+        return _LOADED[key]
+    loaded = _load(model, overrides)
+    if not getattr(loaded, "name", None):
+        loaded.name = model
+    if cache:
+        _LOADED[key] = loaded
+    return loaded
+
+
+def _load(model: str, overrides: list[str] | None) -> SpeechModel:
+    from speechllm.checkpoint import is_checkpoint
+
+    if model in NAMED_MODELS:
+        return NAMED_MODELS[model][1]()
+    path = Path(model).expanduser()
+    if path.is_dir() and is_checkpoint(path):
+        from speechllm.model import SpeechLLM
+
+        return SpeechLLM.from_pretrained(path, overrides).eval()
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        from speechllm.config import load_config
+        from speechllm.model import SpeechLLM, SpeechLLMConfig
+
+        return SpeechLLM(load_config(SpeechLLMConfig, path, overrides)).eval()
+    raise ValueError(f"unknown model {model!r}: not one of {sorted(NAMED_MODELS)}, "
+                     "a checkpoint folder or a model YAML")
+
+
+def _as_list(audio: AudioLike | Sequence[AudioLike]) -> tuple[list[AudioLike], bool]:
+    if isinstance(audio, (list, tuple)):
+        return list(audio), False
+    return [audio], True
+
+
+def generate(audio: AudioLike | Sequence[AudioLike], instructions: str | Sequence[str | None] | None = None, *,
+             model: str | SpeechModel = DEFAULT_MODEL, batch_size: int = 8, **decode: Any) -> list[str]:
+    """Answer each clip; ``decode`` takes :class:`DecodeOptions` fields (max_new_tokens, num_beams...)."""
+    clips, _ = _as_list(audio)
+    if instructions is None or isinstance(instructions, str):
+        instructions = [instructions] * len(clips)
+    if len(instructions) != len(clips):
+        raise ValueError(f"{len(instructions)} instructions for {len(clips)} clips")
+    options = decode_options(**decode)
+    speech_model = load_model(model)
+    waves = [load_audio(c, speech_model.sampling_rate) for c in clips]  # errors name the bad file up front
+    out: list[str] = []
+    for start in range(0, len(waves), batch_size):
+        out += speech_model.generate(waves[start : start + batch_size], instructions[start : start + batch_size],
+                                     options)
+    return out
+
+
+def transcribe(audio: AudioLike | Sequence[AudioLike], *, model: str | SpeechModel = DEFAULT_MODEL,
+               **kwargs: Any) -> str | list[str]:
+    """Speech -> text.  One clip gives a string, a list gives a list."""
+    clips, single = _as_list(audio)
+    texts = generate(clips, None, model=model, **kwargs)
+    return texts[0] if single else texts
+
+
+def chat(audio: AudioLike | Sequence[AudioLike], prompt: str, *, model: str | SpeechModel = DEFAULT_MODEL,
+         **kwargs: Any) -> str | list[str]:
+    """Speech + text instruction -> text."""
+    clips, single = _as_list(audio)
+    texts = generate(clips, prompt, model=model, **kwargs)
+    return texts[0] if single else texts
+
+
+def decode_options(**decode: Any) -> DecodeOptions:
+    known = {f.name for f in dataclasses.fields(DecodeOptions)}
+    unknown = sorted(set(decode) - known)
+    if unknown:
+        raise TypeError(f"unknown decoding option(s) {unknown}; known: {sorted(known)}")
+    return DecodeOptions(**decode)

@@ -1,0 +1,81 @@
+"""Checkpoints that describe themselves.
+
+A checkpoint folder holds
+
+    config.yaml        the resolved ``SpeechLLMConfig`` (base models named by embedded name,
+                       Hub id or path), so the folder alone rebuilds the model
+    model.safetensors  only what the base models cannot give back: connector, LoRA, learned
+                       layer weights and any unfrozen part
+    speechllm.json     format version, parameter counts, tensor names
+
+Nothing is unpickled on load (safetensors only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from speechllm.config import ConfigError, apply_overrides, from_dict, read_yaml, save_yaml
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, META_FILE = "config.yaml", "model.safetensors", "speechllm.json"
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    d = Path(directory)
+    return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
+
+
+def save_checkpoint(model, directory: str | Path) -> Path:
+    from speechllm.paths import atomic_directory
+
+    directory = Path(directory)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.saved_state_dict().items()}
+    with atomic_directory(directory) as tmp:
+        save_yaml(model.config, tmp / CONFIG_FILE)
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(),
+                "saved_tensors": len(state), "saved_parameters": sum(v.numel() for v in state.values())}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    log.info("saved %d tensors (%d parameters) to %s", len(state), meta["saved_parameters"], directory)
+    return directory
+
+
+def read_checkpoint_config(directory: str | Path, overrides: list[str] | None = None):
+    from speechllm.model import SpeechLLMConfig
+
+    directory = Path(directory)
+    if not is_checkpoint(directory):
+        raise ConfigError(f"{directory}: not a speechllm checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    data = apply_overrides(read_yaml(directory / CONFIG_FILE), overrides or [])
+    return from_dict(SpeechLLMConfig, data)
+
+
+def load_checkpoint(directory: str | Path, overrides: list[str] | None = None):
+    """Rebuild the model from ``config.yaml`` (loading the base models) and load the saved weights."""
+    from speechllm.model import SpeechLLM
+
+    directory = Path(directory)
+    model = SpeechLLM(read_checkpoint_config(directory, overrides))
+    try:
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ConfigError(f"{directory / WEIGHTS_FILE}: unreadable weights ({err})") from None
+    expected = set(model.saved_state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ConfigError(f"{directory}: weights do not match the config (missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]})")
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if own[name].shape != tensor.shape:
+            raise ConfigError(f"{directory}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(own[name].shape)}")
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)
+    return model
