@@ -23,6 +23,7 @@ from speechllm.registry import ENCODERS
 class HFSSLEncoderConfig(EncoderConfig):
     type: str = "hf_ssl"
     model: str = "facebook/hubert-base-ls960"
+    spec_augment: bool = False
 
 
 class HFSSLEncoder(AudioEncoder):
@@ -33,7 +34,9 @@ class HFSSLEncoder(AudioEncoder):
         from speechllm.embedded import resolve_model
 
         path = resolve_model(config.model)
-        self.model = AutoModel.from_pretrained(path)
+        # LayerDrop would drop entries from hidden_states and break layer selection;
+        # SpecAugment masking is a training choice the recipe makes, off by default here.
+        self.model = AutoModel.from_pretrained(path, layerdrop=0.0, apply_spec_augment=config.spec_augment)
         try:
             extractor = AutoFeatureExtractor.from_pretrained(path)
             self.normalize = bool(getattr(extractor, "do_normalize", True))

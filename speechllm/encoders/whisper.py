@@ -50,7 +50,7 @@ class WhisperAudioEncoder(AudioEncoder):
         mels = []
         for wave in waveforms:
             feats = self.feature_extractor(
-                wave, sampling_rate=self.sampling_rate, padding="longest", return_tensors="pt"
+                wave, sampling_rate=self.sampling_rate, padding="longest", truncation=False, return_tensors="pt"
             ).input_features[0]  # (n_mels, F)
             mels.append(feats[:, : len(wave) // self.hop_length])
         longest = max(m.shape[1] for m in mels)
