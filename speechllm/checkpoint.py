@@ -33,18 +33,24 @@ def is_checkpoint(directory: str | Path) -> bool:
 
 
 def save_checkpoint(model, directory: str | Path) -> Path:
+    """Write a checkpoint atomically: an interrupted save never leaves a half folder."""
     from speechllm.paths import atomic_directory
 
     directory = Path(directory)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.saved_state_dict().items()}
     with atomic_directory(directory) as tmp:
-        save_yaml(model.config, tmp / CONFIG_FILE)
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(),
-                "saved_tensors": len(state), "saved_parameters": sum(v.numel() for v in state.values())}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    log.info("saved %d tensors (%d parameters) to %s", len(state), meta["saved_parameters"], directory)
+        write_checkpoint(model, tmp)
     return directory
+
+
+def write_checkpoint(model, folder: Path) -> None:
+    """Write config, saved weights and metadata into an existing folder."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.saved_state_dict().items()}
+    save_yaml(model.config, folder / CONFIG_FILE)
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(),
+            "saved_tensors": len(state), "saved_parameters": sum(v.numel() for v in state.values())}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+    log.info("saved %d tensors (%d parameters) to %s", len(state), meta["saved_parameters"], folder)
 
 
 def read_checkpoint_config(directory: str | Path, overrides: list[str] | None = None):

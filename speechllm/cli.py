@@ -41,39 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="speech + instruction -> text")
     _add_run_flags(p)
     p.add_argument("--prompt", required=True, help="the instruction about the audio")
+    p = sub.add_parser("train", help="train a Speech LLM from a YAML config")
+    p.add_argument("config", help="training YAML (first line: the command that runs it)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. optim.max_steps=10")
+    p.add_argument("--resume", action="store_true", help="continue from <run.out_dir>/last")
     p = sub.add_parser("info", help="describe a checkpoint")
     p.add_argument("checkpoint")
     return parser
 
 
-def _decode_kwargs(args: argparse.Namespace) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeOptions)}
+def cmd_train(args: argparse.Namespace) -> None:
+    from speechllm.config import load_config
+    from speechllm.train import TrainConfig, train
 
-
-def cmd_run(args: argparse.Namespace) -> None:
-    from speechllm import api
-
-    model = args.model or api.DEFAULT_MODEL
-    prompt = getattr(args, "prompt", None)
-    texts = api.generate(args.files, prompt, model=model, batch_size=args.batch_size, **_decode_kwargs(args))
-    for path, text in zip(args.files, texts):
-        if args.format == "jsonl":
-            print(json.dumps({"file": path, "model": model, "text": text}, ensure_ascii=False))
-        else:
-            print(text if len(args.files) == 1 else f"{path}\t{text}")
-
-
-def cmd_models(args: argparse.Namespace) -> None:
-    from speechllm.inventory import inventory
-
-    inv = inventory([Path(p) for p in args.search])
-    if args.format == "json":
-        print(json.dumps(inv, indent=2))
-        return
-    for section, rows in inv.items():
-        print(f"{section}:")
-        for row in rows:
-            print("  " + "  ".join(str(v) for v in row.values()))
+    result = train(load_config(TrainConfig, args.config, args.overrides), resume=args.resume)
+    print(json.dumps(result))
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -94,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     from speechllm.audio import AudioError
     from speechllm.config import ConfigError
 
-    handlers = {"transcribe": cmd_run, "chat": cmd_run, "models": cmd_models, "info": cmd_info}
+    handlers = {"transcribe": cmd_run, "chat": cmd_run, "models": cmd_models, "info": cmd_info,
+                "train": cmd_train}
     try:
         handlers[args.command](args)
     except (AudioError, ConfigError, ValueError, FileNotFoundError, TypeError) as err:

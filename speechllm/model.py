@@ -96,7 +96,6 @@ class SpeechLLM(nn.Module):
         for name, param in self.named_parameters():
             if "lora_" in name:
                 param.requires_grad_(True)
-        self.connector.to(self.llm.dtype)
 
     def is_base_parameter(self, name: str) -> bool:
         """True for weights recoverable from the pretrained base models (not saved)."""
@@ -148,8 +147,11 @@ class SpeechLLM(nn.Module):
             hidden, lengths = batch["encoder_hidden"].to(device), batch["encoder_lengths"].to(device)
         else:
             hidden, lengths = self.encoder(batch["features"].to(device), batch["sample_lengths"].to(device))
-        hidden = hidden.to(self.llm.dtype)
-        return self.connector(hidden, lengths)
+        # the connector keeps its own (fp32) weights even under a bf16 LLM, so AdamW updates
+        # are not lost to bf16 rounding; its output is cast to the LLM's dtype
+        connector_dtype = next(self.connector.parameters()).dtype
+        embeds, embed_lengths = self.connector(hidden.to(connector_dtype), lengths)
+        return embeds.to(self.llm.dtype), embed_lengths
 
     def build_inputs(self, batch: dict[str, Any], audio: torch.Tensor, audio_lengths: torch.Tensor,
                      padding_side: str = "right") -> dict[str, torch.Tensor]:
@@ -186,6 +188,21 @@ class SpeechLLM(nn.Module):
         audio, audio_lengths = self.encode_audio(batch)
         inputs = self.build_inputs(batch, audio, audio_lengths, padding_side="right")
         return self.llm(**inputs)
+
+    def answer_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """Summed cross-entropy over the answer tokens and their count.
+
+        Trainers divide by the token count of the whole (accumulated, all-rank) batch, so the
+        gradient matches one big batch however it is split.
+        """
+        audio, audio_lengths = self.encode_audio(batch)
+        inputs = self.build_inputs(batch, audio, audio_lengths, padding_side="right")
+        targets = inputs.pop("labels")[:, 1:]  # position t predicts token t+1
+        keep = targets != IGNORE_INDEX
+        where = torch.nn.functional.pad(keep, (0, 1))  # (B, L-1) -> (B, L): last position predicts nothing
+        logits = self.llm.logits_where(inputs["inputs_embeds"], inputs["attention_mask"], where)
+        loss_sum = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return loss_sum, int(keep.sum())
 
     @torch.no_grad()
     def generate_ids(self, batch: dict[str, Any], options: DecodeOptions | None = None,

@@ -68,6 +68,9 @@ def test_loss_only_on_answer_tokens(model):
     keep = labels[1:] != IGNORE_INDEX
     manual = torch.nn.functional.cross_entropy(logits[:-1][keep], labels[1:][keep])
     torch.testing.assert_close(out.loss, manual)
+    loss_sum, n_tokens = model.answer_loss(batch)
+    assert n_tokens == int(keep.sum())
+    torch.testing.assert_close(loss_sum / n_tokens, manual)
 
 
 def test_forward_backward_reaches_connector_only(model):

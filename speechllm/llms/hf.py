@@ -63,6 +63,17 @@ class HFCausalLM(nn.Module):
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None):
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels)
 
+    def logits_where(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                     where: torch.Tensor) -> torch.Tensor:
+        """Next-token logits only at positions where ``where`` (B, L) is True: -> (N, V).
+
+        Running the LM head over a 49k vocabulary at every prompt and audio position is the
+        largest activation in a Speech-LLM step; training needs it only at answer positions.
+        """
+        decoder = self.model.get_decoder()
+        hidden = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        return self.model.get_output_embeddings()(hidden[where])  # (N, H) -> (N, V)
+
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
         """Returns only the new token ids, (B, N)."""
         return self.model.generate(

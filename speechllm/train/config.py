@@ -1,0 +1,75 @@
+"""Training configuration: model + data + optimisation + run, one YAML, dotted overrides.
+
+    speechllm train recipes/asr/slam_tiny/config.yaml optim.max_steps=10 run.out_dir=runs/x
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from speechllm.model import SpeechLLMConfig
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+@dataclass
+class AugmentConfig:
+    """Waveform augmentation, drawn per example with the run's seeded RNG."""
+
+    speed_factors: list[float] = field(default_factory=lambda: [1.0])  # e.g. [0.9, 1.0, 1.1]
+    noise_prob: float = 0.0
+    noise_snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])  # uniform range
+    gain_db: list[float] = field(default_factory=lambda: [0.0, 0.0])  # uniform range
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # lhotse CutSet manifests (jsonl / jsonl.gz)
+    dev: list[str] = field(default_factory=list)  # carved from training data, never a test split
+    dev_fraction: float = 0.0  # if no dev manifest: hold out this share of train (by id hash)
+    dev_max_items: int = 200
+    max_batch_seconds: float = 60.0  # bucketing: total audio per batch
+    max_batch_size: int = 16
+    min_seconds: float = 0.2
+    max_seconds: float = 30.0
+    cache_encoder: bool = True  # frozen encoder: compute its output once, reuse every epoch
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 100
+    schedule: Schedule = Schedule.cosine
+    min_lr_ratio: float = 0.05
+    max_steps: int = 1000
+    grad_accum: int = 1
+    clip_norm: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/train"
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 200
+    save_every: int = 100
+    eval_decode_items: int = 50  # greedy-decode this many dev clips for WER at each eval
+    threads: int = 0  # 0: torch's default
+    ddp_backend: str = "gloo"
+    fsdp: bool = False
+
+
+@dataclass
+class TrainConfig:
+    model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)

@@ -1,0 +1,195 @@
+"""Training data: examples from lhotse manifests, duration bucketing, augmentation, and an
+on-disk cache of frozen-encoder outputs.
+
+* Batches are formed by total audio duration, not by count (bucketing: similar lengths
+  together, little padding), in an order fixed by (seed, epoch) so a resumed run sees
+  exactly the batches it would have seen.
+* With a frozen encoder (no encoder LoRA, no waveform-level noise/gain), its output is
+  computed once per (clip, speed factor) and stored in safetensors shards; each step then
+  costs only connector + LLM (FACTS.md: the encoder and feature extraction are ~10% of a step
+  on the real clip length, far more for a SLAM-style 30 s padded window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from speechllm.audio import load_audio
+from speechllm.train.config import AugmentConfig, DataConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    id: str
+    duration: float
+    answer: str
+    instruction: str | None
+    cut: Any  # the lhotse Cut: knows where its audio is
+
+
+def read_examples(paths: Sequence[str], config: DataConfig) -> list[Example]:
+    """Read lhotse CutSet manifests; answer = custom ``answer`` or the supervision text."""
+    from lhotse import CutSet
+
+    out, skipped = [], 0
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such manifest")
+        for cut in CutSet.from_file(path):
+            custom = cut.custom or {}
+            sup_text = " ".join(s.text for s in cut.supervisions if s.text) if cut.supervisions else ""
+            answer = custom.get("answer") or sup_text
+            if not answer or not (config.min_seconds <= cut.duration <= config.max_seconds):
+                skipped += 1
+                continue
+            out.append(Example(cut.id, float(cut.duration), answer.strip(), custom.get("instruction"), cut))
+    if skipped:
+        log.info("skipped %d cuts (no text or duration outside [%s, %s] s)", skipped, config.min_seconds,
+                 config.max_seconds)
+    return out
+
+
+def split_dev(examples: list[Example], fraction: float) -> tuple[list[Example], list[Example]]:
+    """Hold out a stable share of examples by id hash (independent of order and seed)."""
+    def held(e: Example) -> bool:
+        return int(hashlib.sha1(e.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+    return [e for e in examples if not held(e)], [e for e in examples if held(e)]
+
+
+def make_batches(durations: Sequence[float], max_seconds: float, max_size: int, seed: int,
+                 epoch: int) -> list[list[int]]:
+    """Bucket indices into batches of <= max_seconds total (padded length x count) and
+    <= max_size items; batch order shuffled by (seed, epoch)."""
+    rng = random.Random(seed * 100003 + epoch)
+    order = sorted(range(len(durations)), key=lambda i: (durations[i], rng.random()))
+    batches, current, longest = [], [], 0.0
+    for i in order:
+        longest_if = max(longest, durations[i])
+        if current and (longest_if * (len(current) + 1) > max_seconds or len(current) >= max_size):
+            batches.append(current)
+            current, longest_if = [], durations[i]
+        current.append(i)
+        longest = longest_if
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def augment(wave: np.ndarray, speed: float, config: AugmentConfig, rng: np.random.Generator,
+            rate: int = 16000) -> np.ndarray:
+    """Speed perturbation, then gain, then noise."""
+    wave = speed_perturb(wave, speed, rate)
+    lo, hi = config.gain_db
+    if hi > lo or lo != 0.0:
+        wave = wave * 10 ** (rng.uniform(lo, hi) / 20)
+    if config.noise_prob > 0 and rng.random() < config.noise_prob:
+        snr = rng.uniform(*config.noise_snr_db)
+        power = float(np.mean(wave**2)) + 1e-12
+        wave = wave + rng.standard_normal(len(wave)).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
+    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def speed_perturb(wave: np.ndarray, speed: float, rate: int = 16000) -> np.ndarray:
+    """Kaldi-style speed perturbation: resample as if recorded at rate*speed (tempo and pitch change)."""
+    if speed == 1.0:
+        return wave
+    return load_audio(wave, rate, source_rate=int(round(rate * speed)), name="<speed perturb>")
+
+
+def example_rng(seed: int, epoch: int, example_index: int) -> np.random.Generator:
+    """Augmentation randomness tied to (seed, epoch, example), so resuming repeats it exactly."""
+    return np.random.default_rng([seed, epoch, example_index])
+
+
+def load_example_audio(example: Example, rate: int = 16000) -> np.ndarray:
+    audio = example.cut.load_audio()  # (C, T) at the recording's rate
+    return load_audio(np.asarray(audio), rate, source_rate=int(example.cut.sampling_rate), name=example.id)
+
+
+class EncoderCache:
+    """Frozen-encoder outputs on disk, fp16, in safetensors shards with a JSON index.
+
+    The folder is keyed by a hash of the encoder config, so a changed encoder never reads
+    a stale cache.  Shards are written whole and renamed into place; the index is updated
+    after, so an interrupted build loses at most one shard's work.
+    """
+
+    def __init__(self, root: Path, encoder_key: str, shard_size: int = 512, writer: str = "0"):
+        self.dir = Path(root) / hashlib.sha1(encoder_key.encode()).hexdigest()[:12]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "encoder.txt").write_text(encoder_key)
+        self.shard_size = shard_size
+        self.writer = writer  # each data-parallel rank writes its own shards and index file
+        self.index: dict[str, str] = {}
+        for index_file in sorted(self.dir.glob("index-*.json")):
+            self.index.update(json.loads(index_file.read_text()))
+        self._own = {k: v for k, v in self.index.items() if v.startswith(f"shard-{writer}-")}
+        self._handles: dict[str, Any] = {}
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if k not in self.index]
+
+    def build(self, items: list[tuple[str, Any]], encode, batch_size: int = 8, progress: bool = True) -> None:
+        """items: (key, make_waveform) pairs still missing; encode(list of waves) -> (hidden, lengths)."""
+        from tqdm import tqdm
+
+        pending: dict[str, torch.Tensor] = {}
+        bar = tqdm(total=len(items), desc="encoder cache", disable=not progress, unit="clip")
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            waves = [make() for _, make in chunk]
+            with torch.no_grad():
+                hidden, lengths = encode(waves)
+            for (key, _), h, n in zip(chunk, hidden, lengths):
+                pending[key] = h[: int(n)].to(torch.float16).contiguous()
+            if len(pending) >= self.shard_size:
+                self._flush(pending)
+                pending = {}
+            bar.update(len(chunk))
+        if pending:
+            self._flush(pending)
+        bar.close()
+
+    def _flush(self, tensors: dict[str, torch.Tensor]) -> None:
+        name = f"shard-{self.writer}-{len(set(self._own.values())):05d}.safetensors"
+        tmp = self.dir / f".{name}.tmp"
+        save_file(tensors, str(tmp))
+        tmp.rename(self.dir / name)
+        self._own.update({k: name for k in tensors})
+        self.index.update({k: name for k in tensors})
+        index_tmp = self.dir / f".index-{self.writer}.json.tmp"
+        index_tmp.write_text(json.dumps(self._own))
+        index_tmp.replace(self.dir / f"index-{self.writer}.json")
+
+    def get(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> padded (B, T, D) float32 hidden states and (B,) lengths."""
+        tensors = []
+        for key in keys:
+            shard = self.index[key]
+            if shard not in self._handles:
+                self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
+            tensors.append(self._handles[shard].get_tensor(key).float())
+        lengths = torch.tensor([t.shape[0] for t in tensors])
+        out = torch.zeros(len(tensors), int(lengths.max()), tensors[0].shape[1])
+        for i, t in enumerate(tensors):
+            out[i, : t.shape[0]] = t
+        return out, lengths
+
+
+def cache_key(example_id: str, speed: float) -> str:
+    return example_id if speed == 1.0 else f"{example_id}@sp{speed}"

@@ -1,0 +1,291 @@
+"""The training loop: connector-only (SLAM-ASR), + LoRA, + encoder, or full fine-tuning,
+single process or data-parallel under ``torchrun`` (gloo on CPU).
+
+* Loss is the summed answer-token cross-entropy divided by the token count of the whole
+  optimizer step (all micro-batches, all ranks), and gradients are summed across ranks, so a
+  step's update is the same however the global batch is split.
+* State (trainable weights, optimizer, scheduler, RNG, data position) is written atomically
+  to ``out_dir/last`` every ``save_every`` steps; ``resume=True`` continues exactly there.
+* ``out_dir/best`` keeps the checkpoint with the lowest dev WER (dev loss when no decode).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from speechllm.checkpoint import write_checkpoint
+from speechllm.config import save_yaml, to_dict
+from speechllm.model import SpeechLLM
+from speechllm.paths import atomic_directory
+from speechllm.train.config import Schedule, TrainConfig
+from speechllm.train.data import (EncoderCache, Example, augment, cache_key, example_rng, load_example_audio,
+                                  make_batches, read_examples, speed_perturb, split_dev)
+
+log = logging.getLogger(__name__)
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float = math.inf
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Linear warmup, then cosine / linear decay to ``min_lr_ratio`` or constant."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == Schedule.constant:
+        return 1.0
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == Schedule.cosine else 1 - frac
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.cfg = config
+        self.out = Path(config.run.out_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group(config.run.ddp_backend)
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
+        _seed_everything(config.run.seed)
+        self.model = SpeechLLM(config.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, o))
+        self.train_set, self.dev_set = self._read_data()
+        self.cache = self._make_cache()
+        self.progress = Progress()
+
+    # ---- data ---------------------------------------------------------------------------
+    def _read_data(self) -> tuple[list[Example], list[Example]]:
+        d = self.cfg.data
+        train = read_examples(d.train, d)
+        dev = read_examples(d.dev, d) if d.dev else []
+        if not dev and d.dev_fraction > 0:
+            train, dev = split_dev(train, d.dev_fraction)
+        if not train:
+            raise ValueError(f"no usable training examples in {d.train}")
+        log.info("train: %d examples (%.2f h), dev: %d", len(train), sum(e.duration for e in train) / 3600, len(dev))
+        return train, dev[: d.dev_max_items]
+
+    def _make_cache(self) -> EncoderCache | None:
+        m, d = self.cfg.model, self.cfg.data
+        waveform_aug = d.augment.noise_prob > 0 or d.augment.gain_db != [0.0, 0.0]
+        if not d.cache_encoder or m.trainable.encoder or m.encoder_lora is not None or waveform_aug:
+            return None
+        key = json.dumps(to_dict(m.encoder), sort_keys=True)
+        cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
+        todo = [(cache_key(e.id, s), e, s) for e in self.train_set for s in d.augment.speed_factors]
+        todo += [(cache_key(e.id, 1.0), e, 1.0) for e in self.dev_set]
+        todo = [t for t in todo if t[0] not in cache.index]
+        mine = todo[self.rank :: self.world]  # ranks share the work; everyone reads the result
+        if mine:
+            enc = self.model.encoder.eval()
+            cache.build([(k, _wave_maker(e, s)) for k, e, s in mine], enc.encode, progress=self.rank == 0)
+        if self.world > 1:
+            dist.barrier()  # then re-read every rank's index
+            cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
+        return cache
+
+    def make_batch(self, examples: list[Example], epoch: int, indices: list[int], train: bool) -> dict[str, Any]:
+        d = self.cfg.data
+        speeds = []
+        for e, i in zip(examples, indices):
+            rng = example_rng(self.cfg.run.seed, epoch, i)
+            speeds.append(float(rng.choice(d.augment.speed_factors)) if train else 1.0)
+        model = self.model
+        batch = model.tokenize_prompts(len(examples), [e.instruction for e in examples])
+        eos = model.llm.tokenizer.eos_token_id
+        batch["answer_ids"] = [model.prompt.answer_ids(e.answer, eos) for e in examples]
+        if self.cache is not None:
+            batch["encoder_hidden"], batch["encoder_lengths"] = self.cache.get(
+                [cache_key(e.id, s) for e, s in zip(examples, speeds)])
+            return batch
+        waves = []
+        for e, i, s in zip(examples, indices, speeds):
+            wave = load_example_audio(e)
+            waves.append(augment(wave, s, d.augment, example_rng(self.cfg.run.seed, epoch, i)) if train else wave)
+        batch["features"], batch["sample_lengths"] = model.encoder.prepare(waves)
+        return batch
+
+    # ---- state -------------------------------------------------------------------------------
+    def save(self, name: str, with_state: bool) -> None:
+        if self.rank != 0:
+            return
+        with atomic_directory(self.out / name) as tmp:
+            write_checkpoint(self.model, tmp)
+            if with_state:
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                            "progress": vars(self.progress), "rng": _rng_state()}, tmp / STATE_FILE)
+
+    def resume(self) -> bool:
+        from safetensors.torch import load_file
+
+        folder = self.out / "last"
+        if not (folder / STATE_FILE).exists():
+            log.warning("nothing to resume in %s; starting fresh", folder)
+            return False
+        state = torch.load(folder / STATE_FILE, weights_only=True)
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        _set_rng_state(state["rng"])
+        log.info("resumed at step %d (epoch %d, batch %d)", self.progress.step, self.progress.epoch,
+                 self.progress.batch_in_epoch)
+        return True
+
+    # ---- loop ---------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        from speechllm.train.evaluate import dev_metrics
+
+        cfg, p = self.cfg, self.progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, self.out / "train_config.yaml")
+        logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
+        bar = tqdm(total=cfg.optim.max_steps, initial=p.step, disable=self.rank != 0, unit="step")
+        durations = [e.duration for e in self.train_set]
+        self.model.train()
+        t_last, samples_since = time.perf_counter(), 0
+        while p.step < cfg.optim.max_steps:
+            batches = make_batches(durations, cfg.data.max_batch_seconds * self.world,
+                                   cfg.data.max_batch_size * self.world, cfg.run.seed, p.epoch)
+            while p.batch_in_epoch < len(batches) and p.step < cfg.optim.max_steps:
+                group = batches[p.batch_in_epoch : p.batch_in_epoch + cfg.optim.grad_accum]
+                loss, samples = self._step(group, p.epoch)
+                p.batch_in_epoch += len(group)
+                p.step += 1
+                samples_since += samples
+                bar.update(1)
+                if p.step % cfg.run.log_every == 0 or p.step == cfg.optim.max_steps:
+                    now = time.perf_counter()
+                    row = {"step": p.step, "epoch": p.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                           "samples_per_s": samples_since / (now - t_last), "time": time.time()}
+                    t_last, samples_since = now, 0
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
+                    _write(logf, row)
+                if self.dev_set and (p.step % cfg.run.eval_every == 0 or p.step == cfg.optim.max_steps):
+                    metrics = dev_metrics(self, self.dev_set)
+                    _write(logf, {"step": p.step, **metrics})
+                    score = metrics.get("dev_wer", metrics["dev_loss"])
+                    if score < p.best_metric:
+                        p.best_metric = score
+                        self.save("best", with_state=False)
+                    self.model.train()
+                if p.step % cfg.run.save_every == 0 or p.step == cfg.optim.max_steps:
+                    self.save("last", with_state=True)
+            if p.batch_in_epoch >= len(batches):
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        bar.close()
+        if logf:
+            logf.close()
+            _plot(self.out)
+        return {"step": p.step, "best": p.best_metric}
+
+    def _step(self, group: list[list[int]], epoch: int) -> tuple[float, int]:
+        """One optimizer step over ``grad_accum`` global batches; returns mean token loss."""
+        parts = [b[self.rank :: self.world] for b in group]  # a rank may get nothing from a small batch
+        micro = [self.make_batch([self.train_set[i] for i in idx], epoch, idx, train=True) for idx in parts if idx]
+        tokens = torch.tensor(float(sum(len(a) for m in micro for a in m["answer_ids"])))
+        if self.world > 1:
+            dist.all_reduce(tokens)
+        total_loss = 0.0
+        for batch in micro:
+            loss_sum, _ = self.model.answer_loss(batch)
+            (loss_sum / tokens).backward()
+            total_loss += float(loss_sum.detach())
+        if self.world > 1:
+            for param in self.params:  # sum, not mean: each rank already divided by the global count
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                dist.all_reduce(param.grad)
+            reduced = torch.tensor(total_loss)
+            dist.all_reduce(reduced)
+            total_loss = float(reduced)
+        if self.cfg.optim.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total_loss / float(tokens), sum(len(g) for g in group)
+
+
+def _wave_maker(example: Example, speed: float):
+    return lambda: speed_perturb(load_example_audio(example), speed)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": torch.tensor(np.random.get_state()[1].astype(np.int64)),
+            "numpy_pos": int(np.random.get_state()[2]), "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(int(x) for x in state["python"].tolist()), None))
+
+
+def _write(logf, row: dict) -> None:
+    if logf is not None:
+        logf.write(json.dumps(row) + "\n")
+        logf.flush()
+
+
+def _plot(out: Path) -> None:
+    """loss.png: train loss and dev loss/WER against step (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    dev = [(r["step"], r["dev_loss"]) for r in rows if "dev_loss" in r]
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if dev:
+        ax.plot(*zip(*dev), "o-", label="dev loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    trainer = Trainer(config)
+    if resume:
+        trainer.resume()
+    return trainer.train()

@@ -1,0 +1,134 @@
+"""Training on tiny models: loss falls, SIGKILL + --resume equals an uninterrupted run,
+torchrun with 2 processes equals one process for the same global batch, bucketing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from speechllm.audio import write_audio
+from speechllm.train.data import make_batches
+from tests.conftest import tone
+
+WORDS = ["hello world", "the quick fox", "ask not", "speech models listen", "tiny tokenizer", "lazy dog"]
+
+
+def write_manifest(folder: Path, n: int = 24) -> Path:
+    from lhotse import CutSet, Recording, SupervisionSegment
+
+    cuts = []
+    for i in range(n):
+        path = folder / f"clip{i}.flac"
+        write_audio(path, tone(0.4 + 0.05 * (i % 7), freq=150 + 40 * (i % 6), seed=i), 16000)
+        rec = Recording.from_file(path, recording_id=f"clip{i}")
+        sup = SupervisionSegment(id=f"clip{i}", recording_id=f"clip{i}", start=0, duration=rec.duration,
+                                 text=WORDS[i % 6])
+        cut = rec.to_cut()
+        cut.supervisions = [sup]
+        cuts.append(cut)
+    manifest = folder / "train.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(manifest)
+    return manifest
+
+
+def write_config(folder: Path, tiny_dirs: dict, manifest: Path, **overrides) -> Path:
+    cfg = folder / "train.yaml"
+    cfg.write_text(f"""# speechllm train {cfg}
+model:
+  encoder: {{type: whisper, model: {tiny_dirs['whisper']}}}
+  connector: {{type: linear, stack: 2}}
+  llm: {{type: hf, model: {tiny_dirs['llm']}}}
+  llm_lora: {{r: 2, alpha: 4, dropout: {overrides.get('dropout', 0.1)}}}
+data:
+  train: [{manifest}]
+  dev_fraction: 0.2
+  max_batch_seconds: 2.0
+  max_batch_size: 4
+  augment: {{speed_factors: [0.9, 1.0, 1.1]}}
+optim: {{lr: 0.01, warmup_steps: 2, max_steps: {overrides.get('max_steps', 12)}, grad_accum: 2}}
+run: {{out_dir: {folder / 'run'}, log_every: 1, eval_every: 6, save_every: 2, eval_decode_items: 3, threads: 1}}
+""")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_manifest(tmp_path_factory.mktemp("data"))
+
+
+def run_cli(*args, env=None, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "speechllm", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def final_params(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "last" / "model.safetensors"))
+
+
+def test_make_batches_respects_duration_and_is_seeded():
+    durations = [0.5, 3.0, 1.0, 2.0, 0.7, 2.5, 1.2, 0.9]
+    batches = make_batches(durations, max_seconds=4.0, max_size=3, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    for b in batches:
+        assert len(b) <= 3 and max(durations[i] for i in b) * len(b) <= 4.0 or len(b) == 1
+    assert batches == make_batches(durations, 4.0, 3, seed=1, epoch=0)
+    assert batches != make_batches(durations, 4.0, 3, seed=1, epoch=1)
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_dirs, manifest):
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir(), cut_dir.mkdir()
+    proc = run_cli("train", str(write_config(full_dir, tiny_dirs, manifest)))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    log = [line for line in (full_dir / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [eval(l.replace("null", "None"))["loss"] for l in log if '"loss"' in l]
+    assert losses[-1] < losses[0]
+    assert (full_dir / "run" / "best" / "model.safetensors").exists()
+
+    cfg = write_config(cut_dir, tiny_dirs, manifest)
+    proc = run_cli("train", str(cfg))
+    state = cut_dir / "run" / "last" / "train_state.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # kill once a mid-run save exists
+        if state.exists() and torch.load(state, weights_only=True)["progress"]["step"] >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    step = torch.load(state, weights_only=True)["progress"]["step"]
+    assert 4 <= step < 12, "the run was not interrupted mid-way"
+    proc = run_cli("train", str(cfg), "--resume")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    a, b = final_params(full_dir / "run"), final_params(cut_dir / "run")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+
+
+def test_torchrun_two_processes_match_one(tmp_path, tiny_dirs, manifest):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    proc = run_cli("train", str(write_config(one, tiny_dirs, manifest, max_steps=4, dropout=0.0)))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    cfg2 = write_config(two, tiny_dirs, manifest, max_steps=4, dropout=0.0)  # dropout masks differ by split
+    # per-rank batch limits are halved so the global batch is the same as the single run's
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "speechllm", "train", str(cfg2), "data.max_batch_seconds=1.0", "data.max_batch_size=2"]
+    res = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = final_params(one / "run"), final_params(two / "run")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
