@@ -96,6 +96,11 @@ class SpeechLLM(nn.Module):
         for name, param in self.named_parameters():
             if "lora_" in name:
                 param.requires_grad_(True)
+            adapter = "lora_" in name or not name.startswith(("encoder.model.", "llm.model."))
+            if adapter and param.requires_grad and param.dtype != torch.float32:
+                # trainable weights stay fp32 under a bf16 LLM: AdamW updates of ~1e-4 relative
+                # size vanish in bf16's 8-bit mantissa (peft computes LoRA in its weights' dtype)
+                param.data = param.data.float()
 
     def is_base_parameter(self, name: str) -> bool:
         """True for weights recoverable from the pretrained base models (not saved)."""

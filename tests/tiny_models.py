@@ -53,7 +53,8 @@ def make_tiny_whisper(folder: Path) -> Path:
     config = WhisperConfig(vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1,
                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
                            decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
-                           max_target_positions=64, decoder_start_token_id=1, pad_token_id=0)
+                           max_target_positions=64, decoder_start_token_id=1, pad_token_id=0,
+                           bos_token_id=1, eos_token_id=2)
     WhisperModel(config).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     return folder

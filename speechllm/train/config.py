@@ -64,7 +64,6 @@ class RunConfig:
     eval_decode_items: int = 50  # greedy-decode this many dev clips for WER at each eval
     threads: int = 0  # 0: torch's default
     ddp_backend: str = "gloo"
-    fsdp: bool = False
 
 
 @dataclass

@@ -1,0 +1,38 @@
+"""Stage 1 of recipes/asr/slam_tiny: training manifests (run from the repo root).
+
+    .venv/bin/python recipes/asr/slam_tiny/prepare.py --sentences 12000 --jobs 1
+
+* real speech: AN4 train (948 utterances, 74 speakers);
+* synthetic speech: natural training sentences from shared/data/tts_text (evaluation
+  sentences removed), each spoken by one of the training voices in rotation; flite:awb is
+  held out of training for the unseen-voice test.
+Outputs under runs/data/ (git-ignored); re-runs synthesize only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+
+from speechllm.data.importers import import_shared
+from speechllm.data.manifest import save_manifest
+from speechllm.data.synth import TRAIN_VOICES, build_synth_set
+from speechllm.data.texts import load_texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sentences", type=int, default=12000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", default="runs/data")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    save_manifest(import_shared("an4", split="train"), f"{args.out}/an4_train.jsonl.gz", relative=False)
+    texts = load_texts("train")
+    random.Random(0).shuffle(texts)  # mix LibriTTS / LJ / VCTK sentences before taking a prefix
+    build_synth_set(texts[: args.sentences], list(TRAIN_VOICES), f"{args.out}/synth_train", jobs=args.jobs)
+
+
+if __name__ == "__main__":
+    main()
