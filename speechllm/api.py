@@ -29,7 +29,8 @@ DEFAULT_MODEL = "whisper-tiny.en"
 
 class SpeechModel(Protocol):
     name: str
-    sampling_rate: int
+    sampling_rate: int  # the rate generate() expects its waveforms at
+    tokenizer: Any  # decodes the token ids generate() streams
 
     def generate(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str | None] | None = None,
                  options: DecodeOptions | None = None, streamer: Any = None) -> list[str]: ...

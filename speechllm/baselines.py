@@ -40,6 +40,7 @@ class WhisperASR:
         self.model = WhisperForConditionalGeneration.from_pretrained(path, dtype=DType(dtype).torch).eval()
         self.sampling_rate = self.processor.feature_extractor.sampling_rate
         self.window = self.processor.feature_extractor.n_samples  # 30 s
+        self.tokenizer = self.processor.tokenizer
 
     def _windows(self, waveforms: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
         pieces, owners = [], []
@@ -81,6 +82,7 @@ class Cascade:
         self.llm = HFCausalLM(HFCausalLMConfig(model=llm)).eval()
         self.system, self.template = system, template
         self.sampling_rate = self.asr.sampling_rate
+        self.tokenizer = self.llm.tokenizer  # decodes what generate streams (the LLM's answer)
 
     def prompt_ids(self, transcript: str, instruction: str) -> list[int]:
         user = self.template.format(transcript=transcript, instruction=instruction)

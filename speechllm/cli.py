@@ -13,13 +13,15 @@ from pathlib import Path
 from speechllm.decoding import DecodeOptions
 
 
-def _add_decode_flags(p: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(DecodeOptions):
+def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of ``cls``: ``max_new_tokens`` -> ``--max-new-tokens``."""
+    for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
+        kind = str(f.type).split(" |")[0]
+        if kind == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            p.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), str), default=f.default)
+            p.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=f.default)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -27,7 +29,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="named model, checkpoint folder or model YAML")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
-    _add_decode_flags(p)
+    _add_dataclass_flags(p, DecodeOptions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +49,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from <run.out_dir>/last")
     p = sub.add_parser("info", help="describe a checkpoint")
     p.add_argument("checkpoint")
+    _add_serve_flags(sub.add_parser("serve", help="OpenAI-compatible speech server with a web demo"))
     return parser
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ServeConfig field; the API key may also come from $SPEECHLLM_API_KEY."""
+    import os
+
+    from speechllm.serve.config import ServeConfig
+
+    _add_dataclass_flags(p, ServeConfig)
+    p.set_defaults(api_key=os.environ.get("SPEECHLLM_API_KEY") or None)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from speechllm.serve import ServeConfig, serve
+
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)}
+    serve(settings.pop("model"), **settings)
+
+
+def _decode_kwargs(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeOptions)}
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from speechllm import api
+
+    model = args.model or api.DEFAULT_MODEL
+    prompt = getattr(args, "prompt", None)
+    texts = api.generate(args.files, prompt, model=model, batch_size=args.batch_size, **_decode_kwargs(args))
+    for path, text in zip(args.files, texts):
+        if args.format == "jsonl":
+            print(json.dumps({"file": path, "model": model, "text": text}, ensure_ascii=False))
+        else:
+            print(text if len(args.files) == 1 else f"{path}\t{text}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from speechllm.inventory import inventory
+
+    inv = inventory([Path(p) for p in args.search])
+    if args.format == "json":
+        print(json.dumps(inv, indent=2))
+        return
+    for section, rows in inv.items():
+        print(f"{section}:")
+        for row in rows:
+            print("  " + "  ".join(str(v) for v in row.values()))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -76,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from speechllm.audio import AudioError
     from speechllm.config import ConfigError
 
-    handlers = {"transcribe": cmd_run, "chat": cmd_run, "models": cmd_models, "info": cmd_info,
+    handlers = {"transcribe": cmd_run, "chat": cmd_run, "models": cmd_models, "info": cmd_info, "serve": cmd_serve,
                 "train": cmd_train}
     try:
         handlers[args.command](args)

@@ -184,6 +184,16 @@ class SpeechLLM(nn.Module):
         return load_checkpoint(directory, overrides)
 
     @property
+    def sampling_rate(self) -> int:
+        """The rate the encoder expects; callers resample to it (``SpeechModel`` protocol)."""
+        return self.encoder.sampling_rate
+
+    @property
+    def tokenizer(self):
+        """The tokenizer that decodes generated ids (used for streaming)."""
+        return self.llm.tokenizer
+
+    @property
     def device(self) -> torch.device:
         return next(self.llm.parameters()).device
 
