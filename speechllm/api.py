@@ -48,9 +48,16 @@ def _cascade() -> SpeechModel:
     return Cascade("whisper-tiny.en", "smollm2-135m-instruct")
 
 
+def _pocketsphinx() -> SpeechModel:
+    from speechllm.baselines_extra import pocketsphinx_model
+
+    return pocketsphinx_model()
+
+
 NAMED_MODELS: dict[str, tuple[str, Callable[[], SpeechModel]]] = {
     "whisper-tiny.en": ("Whisper tiny.en with its own decoder (end-to-end ASR baseline)", _whisper),
     "cascade": ("Whisper tiny.en -> SmolLM2-135M-Instruct (ASR -> LLM cascade baseline)", _cascade),
+    "pocketsphinx": ("CMU PocketSphinx, default en-us model (pre-LLM HMM-GMM ASR baseline)", _pocketsphinx),
 }
 
 _LOADED: dict[str, SpeechModel] = {}

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a checkpoint")
     p.add_argument("checkpoint")
     _add_serve_flags(sub.add_parser("serve", help="OpenAI-compatible speech server with a web demo"))
+    _add_data_eval_parsers(sub)
     return parser
 
 
@@ -114,6 +115,71 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(describe_checkpoint(Path(args.checkpoint)), indent=2))
 
 
+def _add_data_eval_parsers(sub) -> None:
+    """``data import|synth|texts|voices`` (speechllm.data, speechllm.tts) and ``eval`` (speechllm.evaluate)."""
+    data = sub.add_parser("data", help="import manifests, synthesize speech").add_subparsers(dest="data_command",
+                                                                                             required=True)
+    p = data.add_parser("import", help="a shared set (an4:test), Kaldi dir or SLAM-LLM JSONL -> CutSet JSONL")
+    p.add_argument("source", help="shared set name[:split], Kaldi data dir, SLAM-LLM JSONL or CutSet JSONL")
+    p.add_argument("--out", required=True, help="manifest to write (.jsonl or .jsonl.gz)")
+    p.add_argument("--split", default=None)
+    p = data.add_parser("synth", help="sentences x TTS voices -> 16 kHz FLAC + manifest (cached)")
+    p.add_argument("--texts", required=True, help="text file, one sentence per line")
+    p.add_argument("--voices", required=True, help="comma-separated, e.g. piper:joe,flite:slt")
+    p.add_argument("--out", required=True, help="output folder (audio/ and manifest.jsonl.gz)")
+    p.add_argument("--limit", type=int, default=None, help="first N sentences only")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--voices-per-text", type=int, default=1)
+    p.add_argument("--split", default="train", help="train removes evaluation sentences, refuses held-out voices")
+    p.add_argument("--allow-held-out", action="store_true")
+    p = data.add_parser("texts", help="natural sentences from shared/data/tts_text, evaluation sentences removed")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--limit", type=int, default=None)
+    data.add_parser("voices", help="TTS voices installed here")
+    p = sub.add_parser("eval", help="WER/CER, RTF and memory of a model on a manifest")
+    p.add_argument("manifest", help="CutSet JSONL, shared set name[:split], Kaldi dir or SLAM-LLM JSONL")
+    p.add_argument("--model", default=None, help="named model, checkpoint folder or model YAML")
+    p.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    p.add_argument("--out", default=None, help="folder for results.json, results.md, hyps.tsv")
+    p.add_argument("--batch-size", type=int, default=8)
+    _add_dataclass_flags(p, DecodeOptions)
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    if args.data_command == "import":
+        from speechllm.data import import_dataset, save_manifest
+
+        cuts = import_dataset(args.source, split=args.split)
+        print(f"{save_manifest(cuts, args.out)}\t{len(cuts)} cuts")
+    elif args.data_command == "synth":
+        from speechllm.data.synth import build_synth_set
+
+        r = build_synth_set(args.texts, args.voices, args.out, limit=args.limit, jobs=args.jobs,
+                            voices_per_text=args.voices_per_text, split=args.split,
+                            allow_held_out=args.allow_held_out)
+        print(f"{r.manifest}\t{len(r.cuts)} clips ({r.synthesized} new, {r.cached} cached, {r.failed} failed)")
+    elif args.data_command == "texts":
+        from speechllm.data.texts import load_texts
+
+        texts = load_texts(args.split)[: args.limit]
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+        print(f"{args.out}\t{len(texts)} sentences")
+    else:
+        from speechllm.tts import list_voices
+
+        print("\n".join(list_voices()))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from speechllm.evaluate import evaluate, markdown_table
+
+    result = evaluate(args.manifest, args.model, limit=args.limit, out=args.out, batch_size=args.batch_size,
+                      **_decode_kwargs(args))
+    print(markdown_table([result]) + f"\n{result['out']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
@@ -128,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"transcribe": cmd_run, "chat": cmd_run, "models": cmd_models, "info": cmd_info, "serve": cmd_serve,
                 "train": cmd_train}
+    handlers.update(data=cmd_data, eval=cmd_eval)
     try:
         handlers[args.command](args)
     except (AudioError, ConfigError, ValueError, FileNotFoundError, TypeError) as err:

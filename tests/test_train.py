@@ -52,7 +52,7 @@ data:
   dev_fraction: 0.2
   max_batch_seconds: 2.0
   max_batch_size: 4
-  augment: {{speed_factors: [0.9, 1.0, 1.1]}}
+  augment: {{speeds: [0.9, 1.0, 1.1], noise_prob: {overrides.get('noise_prob', 0.0)}, gain_prob: 0.0}}
 optim: {{lr: 0.01, warmup_steps: 2, max_steps: {overrides.get('max_steps', 12)}, grad_accum: 2}}
 run: {{out_dir: {folder / 'run'}, log_every: 1, eval_every: 6, save_every: 2, eval_decode_items: 3, threads: 1}}
 """)
@@ -117,12 +117,13 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_dirs, manifest):
 
 
 def test_torchrun_two_processes_match_one(tmp_path, tiny_dirs, manifest):
+    """Waveform noise is on here, so this also covers the uncached path; noise is keyed by example."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
-    proc = run_cli("train", str(write_config(one, tiny_dirs, manifest, max_steps=4, dropout=0.0)))
+    proc = run_cli("train", str(write_config(one, tiny_dirs, manifest, max_steps=4, dropout=0.0, noise_prob=0.5)))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    cfg2 = write_config(two, tiny_dirs, manifest, max_steps=4, dropout=0.0)  # dropout masks differ by split
+    cfg2 = write_config(two, tiny_dirs, manifest, max_steps=4, dropout=0.0, noise_prob=0.5)  # dropout masks differ by split
     # per-rank batch limits are halved so the global batch is the same as the single run's
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            "-m", "speechllm", "train", str(cfg2), "data.max_batch_seconds=1.0", "data.max_batch_size=2"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from speechllm.data.augment import AugmentConfig
 from speechllm.model import SpeechLLMConfig
 
 
@@ -15,16 +16,6 @@ class Schedule(str, Enum):
     cosine = "cosine"
     linear = "linear"
     constant = "constant"
-
-
-@dataclass
-class AugmentConfig:
-    """Waveform augmentation, drawn per example with the run's seeded RNG."""
-
-    speed_factors: list[float] = field(default_factory=lambda: [1.0])  # e.g. [0.9, 1.0, 1.1]
-    noise_prob: float = 0.0
-    noise_snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])  # uniform range
-    gain_db: list[float] = field(default_factory=lambda: [0.0, 0.0])  # uniform range
 
 
 @dataclass
@@ -38,7 +29,8 @@ class DataConfig:
     min_seconds: float = 0.2
     max_seconds: float = 30.0
     cache_encoder: bool = True  # frozen encoder: compute its output once, reuse every epoch
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # off unless the config asks: speeds (1.0,), no noise, no gain
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(speeds=(1.0,), noise_prob=0.0, gain_prob=0.0))
 
 
 @dataclass

@@ -4,6 +4,7 @@ on-disk cache of frozen-encoder outputs.
 * Batches are formed by total audio duration, not by count (bucketing: similar lengths
   together, little padding), in an order fixed by (seed, epoch) so a resumed run sees
   exactly the batches it would have seen.
+* Augmentation is :class:`speechllm.data.augment.Augmenter`, keyed by (epoch, example id).
 * With a frozen encoder (no encoder LoRA, no waveform-level noise/gain), its output is
   computed once per (clip, speed factor) and stored in safetensors shards; each step then
   costs only connector + LLM (FACTS.md: the encoder and feature extraction are ~10% of a step
@@ -25,8 +26,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from speechllm.audio import load_audio
-from speechllm.train.config import AugmentConfig, DataConfig
+from speechllm.data.manifest import load_cut_audio
+from speechllm.train.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,35 +91,8 @@ def make_batches(durations: Sequence[float], max_seconds: float, max_size: int, 
     return batches
 
 
-def augment(wave: np.ndarray, speed: float, config: AugmentConfig, rng: np.random.Generator,
-            rate: int = 16000) -> np.ndarray:
-    """Speed perturbation, then gain, then noise."""
-    wave = speed_perturb(wave, speed, rate)
-    lo, hi = config.gain_db
-    if hi > lo or lo != 0.0:
-        wave = wave * 10 ** (rng.uniform(lo, hi) / 20)
-    if config.noise_prob > 0 and rng.random() < config.noise_prob:
-        snr = rng.uniform(*config.noise_snr_db)
-        power = float(np.mean(wave**2)) + 1e-12
-        wave = wave + rng.standard_normal(len(wave)).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
-    return np.clip(wave, -1.0, 1.0).astype(np.float32)
-
-
-def speed_perturb(wave: np.ndarray, speed: float, rate: int = 16000) -> np.ndarray:
-    """Kaldi-style speed perturbation: resample as if recorded at rate*speed (tempo and pitch change)."""
-    if speed == 1.0:
-        return wave
-    return load_audio(wave, rate, source_rate=int(round(rate * speed)), name="<speed perturb>")
-
-
-def example_rng(seed: int, epoch: int, example_index: int) -> np.random.Generator:
-    """Augmentation randomness tied to (seed, epoch, example), so resuming repeats it exactly."""
-    return np.random.default_rng([seed, epoch, example_index])
-
-
 def load_example_audio(example: Example, rate: int = 16000) -> np.ndarray:
-    audio = example.cut.load_audio()  # (C, T) at the recording's rate
-    return load_audio(np.asarray(audio), rate, source_rate=int(example.cut.sampling_rate), name=example.id)
+    return load_cut_audio(example.cut, rate)
 
 
 class EncoderCache:

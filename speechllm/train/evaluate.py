@@ -1,5 +1,5 @@
 """Dev-set metrics during training: token loss over the dev set and greedy-decode WER on
-its first ``run.eval_decode_items`` clips (Whisper's English normaliser, jiwer)."""
+its first ``run.eval_decode_items`` clips (:func:`speechllm.evaluate.score`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def dev_metrics(trainer: "Trainer", dev: list) -> dict[str, float]:
-    from speechllm.metrics import word_error_rate
+    from speechllm.evaluate import score
 
     model = trainer.model.eval()
     cfg = trainer.cfg
@@ -24,7 +24,7 @@ def dev_metrics(trainer: "Trainer", dev: list) -> dict[str, float]:
                            seed=0, epoch=0)
     loss, tokens = 0.0, 0
     for idx in batches:
-        batch = trainer.make_batch([dev[i] for i in idx], 0, idx, train=False)
+        batch = trainer.make_batch([dev[i] for i in idx], 0, train=False)
         loss_sum, n = model.answer_loss(batch)
         loss, tokens = loss + float(loss_sum), tokens + n
     metrics = {"dev_loss": loss / max(tokens, 1)}
@@ -34,10 +34,10 @@ def dev_metrics(trainer: "Trainer", dev: list) -> dict[str, float]:
         for start in range(0, n_decode, cfg.data.max_batch_size):
             idx = list(range(start, min(n_decode, start + cfg.data.max_batch_size)))
             examples = [dev[i] for i in idx]
-            batch = trainer.make_batch(examples, 0, idx, train=False)
+            batch = trainer.make_batch(examples, 0, train=False)
             batch.pop("answer_ids")
             longest = max(len(model.llm.tokenizer.encode(e.answer)) for e in examples)
             hyps += model.generate_from_batch(batch, DecodeOptions(max_new_tokens=2 * longest + 10))
             refs += [e.answer for e in examples]
-        metrics["dev_wer"] = word_error_rate(refs, hyps)
+        metrics["dev_wer"] = score(refs, hyps)["wer"]
     return metrics

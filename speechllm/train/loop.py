@@ -30,8 +30,9 @@ from speechllm.config import save_yaml, to_dict
 from speechllm.model import SpeechLLM
 from speechllm.paths import atomic_directory
 from speechllm.train.config import Schedule, TrainConfig
-from speechllm.train.data import (EncoderCache, Example, augment, cache_key, example_rng, load_example_audio,
-                                  make_batches, read_examples, speed_perturb, split_dev)
+from speechllm.data.augment import Augmenter, speed_perturb
+from speechllm.train.data import (EncoderCache, Example, cache_key, load_example_audio, make_batches, read_examples,
+                                  split_dev)
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -72,6 +73,7 @@ class Trainer:
         o = config.optim
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, o))
+        self.augmenter = Augmenter(config.data.augment)
         self.train_set, self.dev_set = self._read_data()
         self.cache = self._make_cache()
         self.progress = Progress()
@@ -90,12 +92,11 @@ class Trainer:
 
     def _make_cache(self) -> EncoderCache | None:
         m, d = self.cfg.model, self.cfg.data
-        waveform_aug = d.augment.noise_prob > 0 or d.augment.gain_db != [0.0, 0.0]
-        if not d.cache_encoder or m.trainable.encoder or m.encoder_lora is not None or waveform_aug:
+        if not d.cache_encoder or m.trainable.encoder or m.encoder_lora is not None or self.augmenter.waveform_level:
             return None
         key = json.dumps(to_dict(m.encoder), sort_keys=True)
         cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
-        todo = [(cache_key(e.id, s), e, s) for e in self.train_set for s in d.augment.speed_factors]
+        todo = [(cache_key(e.id, s), e, s) for e in self.train_set for s in d.augment.speeds]
         todo += [(cache_key(e.id, 1.0), e, 1.0) for e in self.dev_set]
         todo = [t for t in todo if t[0] not in cache.index]
         mine = todo[self.rank :: self.world]  # ranks share the work; everyone reads the result
@@ -107,12 +108,9 @@ class Trainer:
             cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
         return cache
 
-    def make_batch(self, examples: list[Example], epoch: int, indices: list[int], train: bool) -> dict[str, Any]:
-        d = self.cfg.data
-        speeds = []
-        for e, i in zip(examples, indices):
-            rng = example_rng(self.cfg.run.seed, epoch, i)
-            speeds.append(float(rng.choice(d.augment.speed_factors)) if train else 1.0)
+    def make_batch(self, examples: list[Example], epoch: int, train: bool) -> dict[str, Any]:
+        keys = [f"{epoch}:{e.id}" for e in examples]  # augmentation repeats exactly on resume
+        speeds = [self.augmenter.draw(k).speed if train else 1.0 for k in keys]
         model = self.model
         batch = model.tokenize_prompts(len(examples), [e.instruction for e in examples])
         eos = model.llm.tokenizer.eos_token_id
@@ -121,10 +119,8 @@ class Trainer:
             batch["encoder_hidden"], batch["encoder_lengths"] = self.cache.get(
                 [cache_key(e.id, s) for e, s in zip(examples, speeds)])
             return batch
-        waves = []
-        for e, i, s in zip(examples, indices, speeds):
-            wave = load_example_audio(e)
-            waves.append(augment(wave, s, d.augment, example_rng(self.cfg.run.seed, epoch, i)) if train else wave)
+        waves = [self.augmenter(load_example_audio(e), k) if train else load_example_audio(e)
+                 for e, k in zip(examples, keys)]
         batch["features"], batch["sample_lengths"] = model.encoder.prepare(waves)
         return batch
 
@@ -207,7 +203,7 @@ class Trainer:
     def _step(self, group: list[list[int]], epoch: int) -> tuple[float, int]:
         """One optimizer step over ``grad_accum`` global batches; returns mean token loss."""
         parts = [b[self.rank :: self.world] for b in group]  # a rank may get nothing from a small batch
-        micro = [self.make_batch([self.train_set[i] for i in idx], epoch, idx, train=True) for idx in parts if idx]
+        micro = [self.make_batch([self.train_set[i] for i in idx], epoch, train=True) for idx in parts if idx]
         tokens = torch.tensor(float(sum(len(a) for m in micro for a in m["answer_ids"])))
         if self.world > 1:
             dist.all_reduce(tokens)
