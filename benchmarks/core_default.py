@@ -40,7 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="runs/bench/core_default")
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default); 1 on a shared machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     wave = load_audio(JFK, 16000)
     rows: dict[str, float | str] = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}

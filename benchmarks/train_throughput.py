@@ -47,11 +47,14 @@ def model_config(dtype: str) -> SpeechLLMConfig:
 
 
 def step(model: SpeechLLM, opt, batch) -> int:
+    """One optimizer step; returns the LLM sequence positions processed (for FLOPs)."""
     loss_sum, n = model.answer_loss(batch)
     (loss_sum / n).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return n
+    audio = model.connector.output_lengths(batch["encoder_lengths"])
+    text = [len(p) + len(s) + len(a) for p, s, a in zip(batch["prefix_ids"], batch["suffix_ids"], batch["answer_ids"])]
+    return int(audio.sum()) + sum(text)
 
 
 def slam_style(model: SpeechLLM, examples, waves, batch_size: int, steps: int) -> dict:
@@ -72,7 +75,7 @@ def slam_style(model: SpeechLLM, examples, waves, batch_size: int, steps: int) -
         batch["encoder_hidden"], batch["encoder_lengths"] = hidden, torch.full((len(idx),), hidden.shape[1])
         tokens += step(model, opt, batch)
         done += len(idx)
-    return {"samples": done, "seconds": time.perf_counter() - start, "answer_tokens": tokens}
+    return {"samples": done, "seconds": time.perf_counter() - start, "llm_positions": tokens}
 
 
 def ours(model: SpeechLLM, examples, waves, max_seconds: float, steps: int, cache_dir: Path) -> dict:
@@ -93,7 +96,7 @@ def ours(model: SpeechLLM, examples, waves, max_seconds: float, steps: int, cach
             tokens += step(model, opt, batch)
             done, s = done + len(idx), s + 1
         epoch += 1
-    return {"samples": done, "seconds": time.perf_counter() - start, "answer_tokens": tokens,
+    return {"samples": done, "seconds": time.perf_counter() - start, "llm_positions": tokens,
             "cache_build_s": cache_s}
 
 
@@ -105,7 +108,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", default="runs/bench/train_throughput")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default); 1 on a shared machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     examples = read_examples([args.manifest], DataConfig())[: args.clips]
     waves = [load_example_audio(e) for e in examples]
     mean_s = sum(e.duration for e in examples) / len(examples)
@@ -115,10 +121,17 @@ def main() -> None:
         fast = ours(model, examples, waves, mean_s * args.batch_size * 1.2, args.steps, Path(tmp))
     slow = slam_style(model, examples, waves, args.batch_size, args.steps)
     rows = {"slam_style": slow, "speechllm": fast}
+    peak = matmul_peak_gflops(getattr(torch, args.dtype))
+    # a frozen LLM step costs ~4 N FLOPs per sequence position (forward 2N + input-gradient 2N;
+    # LoRA and the connector are negligible), N = LLM parameters without the embedding table
+    llm = model.llm.model
+    n_params = sum(p.numel() for p in llm.parameters()) - llm.get_input_embeddings().weight.numel()
     for r in rows.values():
         r["samples_per_s"] = r["samples"] / r["seconds"]
+        r["gflops_per_s"] = 4 * n_params * r["llm_positions"] / r["seconds"] / 1e9
+        r["mfu"] = r["gflops_per_s"] / peak
+    fast["samples_per_s_with_cache_build"] = fast["samples"] / (fast["seconds"] + fast["cache_build_s"])
     speedup = fast["samples_per_s"] / slow["samples_per_s"]
-    peak = matmul_peak_gflops(getattr(torch, args.dtype))
     # FLOPs of a frozen-LLM step ~ 4 x params x sequence tokens (forward 2N + input-gradient 2N);
     # we report achieved GFLOP/s from our own token counts instead of trusting a formula
     result = {"hardware": f"{platform.machine()} {torch.get_num_threads()} threads", "dtype": args.dtype,
@@ -127,10 +140,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    md = ["| loop | samples/s | seconds | samples |", "|---|---|---|---|"]
-    md += [f"| {k} | {r['samples_per_s']:.2f} | {r['seconds']:.1f} | {r['samples']} |" for k, r in rows.items()]
-    md += ["", f"speed-up: {speedup:.2f}x; matmul peak {peak:.1f} GFLOP/s ({args.dtype}); "
-           f"cache build {fast['cache_build_s']:.1f} s for {len(examples)} clips"]
+    md = ["| loop | samples/s | seconds | samples | LLM positions | GFLOP/s (LLM) | MFU |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {k} | {r['samples_per_s']:.2f} | {r['seconds']:.1f} | {r['samples']} | {r['llm_positions']} | "
+           f"{r['gflops_per_s']:.1f} | {100 * r['mfu']:.2f}% |" for k, r in rows.items()]
+    md += ["", f"speed-up: {speedup:.2f}x ({fast['samples_per_s_with_cache_build'] / slow['samples_per_s']:.2f}x "
+           f"counting the one-off cache build of {fast['cache_build_s']:.1f} s for {len(examples)} clips); "
+           f"matmul peak {peak:.1f} GFLOP/s ({args.dtype}, {torch.get_num_threads()} threads); {result['hardware']}"]
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
