@@ -60,7 +60,8 @@ def make_cut(cut_id: str, audio: str | os.PathLike, *, text: str | None = None, 
     """
     info = probe_audio(audio)
     channels = list(range(info.channels))
-    recording = Recording(id=cut_id, sources=[AudioSource(type="file", channels=channels, source=os.fspath(audio))],
+    recording = Recording(id=cut_id, sources=[AudioSource(type="file", channels=channels,
+                                                                     source=os.fspath(Path(audio).resolve()))],
                           sampling_rate=info.sampling_rate, num_samples=info.frames, duration=info.duration,
                           channel_ids=channels)
     if duration is None:

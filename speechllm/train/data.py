@@ -42,21 +42,19 @@ class Example:
 
 
 def read_examples(paths: Sequence[str], config: DataConfig) -> list[Example]:
-    """Read lhotse CutSet manifests; answer = custom ``answer`` or the supervision text."""
-    from lhotse import CutSet
+    """Read CutSet manifests (:func:`speechllm.data.manifest.load_manifest`); the target is the
+    custom ``answer`` field (instruction tasks) or else the transcript."""
+    from speechllm.data.manifest import load_manifest, meta_of
 
     out, skipped = [], 0
     for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such manifest")
-        for cut in CutSet.from_file(path):
-            custom = cut.custom or {}
-            sup_text = " ".join(s.text for s in cut.supervisions if s.text) if cut.supervisions else ""
-            answer = custom.get("answer") or sup_text
+        for cut in load_manifest(path):
+            meta = meta_of(cut)
+            answer = meta.get("answer") or meta["text"] or ""
             if not answer or not (config.min_seconds <= cut.duration <= config.max_seconds):
                 skipped += 1
                 continue
-            out.append(Example(cut.id, float(cut.duration), answer.strip(), custom.get("instruction"), cut))
+            out.append(Example(cut.id, float(cut.duration), answer.strip(), meta.get("instruction"), cut))
     if skipped:
         log.info("skipped %d cuts (no text or duration outside [%s, %s] s)", skipped, config.min_seconds,
                  config.max_seconds)
