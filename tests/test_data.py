@@ -225,3 +225,19 @@ def test_cli_data_import(tmp_path, shared_data, monkeypatch, capsys):
     assert "40 cuts" in capsys.readouterr().out
     assert len(load_manifest(tmp_path / "vctk.jsonl.gz")) == 40
     assert main(["data", "import", "nope", "--out", str(tmp_path / "x.jsonl")]) == 2
+
+
+def test_manifest_written_with_a_relative_folder_loads_from_anywhere(tmp_path, monkeypatch):
+    """Regression: a relative output folder used to store cwd-relative audio paths."""
+    from speechllm.audio import write_audio
+    from speechllm.data.manifest import load_cut_audio, load_manifest, make_cut, save_manifest
+    from tests.conftest import tone
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus" / "audio").mkdir(parents=True)
+    write_audio("corpus/audio/a.wav", tone(0.5), 16000)
+    save_manifest([make_cut("a", "corpus/audio/a.wav", text="hi")], "corpus/m.jsonl.gz")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (cut,) = list(load_manifest(tmp_path / "corpus" / "m.jsonl.gz"))
+    assert len(load_cut_audio(cut)) == 8000
