@@ -12,7 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.tiny_models import make_tiny_llm, make_tiny_wav2vec2, make_tiny_whisper  # noqa: E402
+from tests.tiny_models import make_tiny_llm, make_tiny_ssl, make_tiny_whisper  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -30,7 +30,7 @@ def tiny_dirs(tmp_path_factory) -> dict[str, str]:
     return {
         "llm": str(make_tiny_llm(root / "llm")),
         "whisper": str(make_tiny_whisper(root / "whisper")),
-        "wav2vec2": str(make_tiny_wav2vec2(root / "wav2vec2")),
+        **{family: str(make_tiny_ssl(root / family, family)) for family in ("wav2vec2", "hubert", "wavlm")},
     }
 
 

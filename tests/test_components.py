@@ -20,18 +20,19 @@ TINY_CONNECTORS = {
     "conv": {"type": "conv", "kernel_size": 5, "stride": 3, "hidden_dim": 24},
     "qformer": {"type": "qformer", "window": 4, "num_queries": 2, "hidden_dim": 16, "num_heads": 2, "num_layers": 1},
 }
-TINY_ENCODERS = {"whisper": "whisper", "hf_ssl": "wav2vec2"}  # type -> tiny model dir
+# (type, tiny model dir): hf_ssl runs over the three SSL families it serves
+TINY_ENCODERS = [("whisper", "whisper"), ("hf_ssl", "wav2vec2"), ("hf_ssl", "hubert"), ("hf_ssl", "wavlm")]
 
 
 def test_every_registered_component_has_a_tiny_config():
     assert sorted(TINY_CONNECTORS) == CONNECTORS.names()
-    assert sorted(TINY_ENCODERS) == ENCODERS.names()
+    assert sorted({t for t, _ in TINY_ENCODERS}) == ENCODERS.names()
 
 
-@pytest.fixture(scope="module", params=sorted(TINY_ENCODERS))
+@pytest.fixture(scope="module", params=TINY_ENCODERS, ids=[d for _, d in TINY_ENCODERS])
 def encoder(request, tiny_dirs):
-    config = from_dict(EncoderConfig, {"type": request.param, "model": tiny_dirs[TINY_ENCODERS[request.param]]})
-    return ENCODERS.build(config).eval()
+    kind, folder = request.param
+    return ENCODERS.build(from_dict(EncoderConfig, {"type": kind, "model": tiny_dirs[folder]})).eval()
 
 
 CLIPS = [tone(1.3, seed=0), tone(0.45, seed=1), tone(0.8, seed=2)]

@@ -60,14 +60,19 @@ def make_tiny_whisper(folder: Path) -> Path:
     return folder
 
 
-def make_tiny_wav2vec2(folder: Path) -> Path:
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+def make_tiny_ssl(folder: Path, family: str = "wav2vec2") -> Path:
+    """A tiny wav2vec2 / HuBERT / WavLM (same conv front end and sizes, different transformer)."""
+    import transformers
+    from transformers import Wav2Vec2FeatureExtractor
 
+    names = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("HubertConfig", "HubertModel"),
+             "wavlm": ("WavLMConfig", "WavLMModel")}
+    config_cls, model_cls = (getattr(transformers, n) for n in names[family])
     torch.manual_seed(0)
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                            feat_extract_norm="layer", do_stable_layer_norm=True)
-    Wav2Vec2Model(config).save_pretrained(folder)
+    config = config_cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
+                        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                        feat_extract_norm="layer", do_stable_layer_norm=True)
+    model_cls(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
     return folder
