@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def dev_metrics(trainer: "Trainer", dev: list) -> dict[str, float]:
+def dev_metrics(trainer: "Trainer", dev: list) -> dict:
     from speechllm.evaluate import score
 
     model = trainer.model.eval()
@@ -40,4 +40,5 @@ def dev_metrics(trainer: "Trainer", dev: list) -> dict[str, float]:
             hyps += model.generate_from_batch(batch, DecodeOptions(max_new_tokens=2 * longest + 10))
             refs += [e.answer for e in examples]
         metrics["dev_wer"] = score(refs, hyps)["wer"]
+        metrics["dev_samples"] = [{"ref": r, "hyp": h} for r, h in zip(refs[:3], hyps[:3])]  # to eyeball in the log
     return metrics
