@@ -164,7 +164,7 @@ class Trainer:
         bar = tqdm(total=cfg.optim.max_steps, initial=p.step, disable=self.rank != 0, unit="step")
         durations = [e.duration for e in self.train_set]
         self.model.train()
-        t_last, samples_since = time.perf_counter(), 0
+        t_last, samples_since, losses = time.perf_counter(), 0, []
         while p.step < cfg.optim.max_steps:
             batches = make_batches(durations, cfg.data.max_batch_seconds * self.world,
                                    cfg.data.max_batch_size * self.world, cfg.run.seed, p.epoch)
@@ -174,13 +174,15 @@ class Trainer:
                 p.batch_in_epoch += len(group)
                 p.step += 1
                 samples_since += samples
+                losses.append(loss)
                 bar.update(1)
                 if p.step % cfg.run.log_every == 0 or p.step == cfg.optim.max_steps:
                     now = time.perf_counter()
-                    row = {"step": p.step, "epoch": p.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                    mean_loss = sum(losses) / len(losses)  # over the steps since the last log line
+                    row = {"step": p.step, "epoch": p.epoch, "loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
                            "samples_per_s": samples_since / (now - t_last), "time": time.time()}
-                    t_last, samples_since = now, 0
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
+                    t_last, samples_since, losses = now, 0, []
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
                     _write(logf, row)
                 if self.dev_set and (p.step % cfg.run.eval_every == 0 or p.step == cfg.optim.max_steps):
                     metrics = dev_metrics(self, self.dev_set)
@@ -189,6 +191,8 @@ class Trainer:
                     if score < p.best_metric:
                         p.best_metric = score
                         self.save("best", with_state=False)
+                    if self.rank == 0:
+                        _plot(self.out)
                     self.model.train()
                 if p.step % cfg.run.save_every == 0 or p.step == cfg.optim.max_steps:
                     self.save("last", with_state=True)
@@ -256,7 +260,7 @@ def _write(logf, row: dict) -> None:
 
 
 def _plot(out: Path) -> None:
-    """loss.png: train loss and dev loss/WER against step (skipped without matplotlib)."""
+    """loss.png: train and dev loss, and dev WER, against step (skipped without matplotlib)."""
     try:
         import matplotlib
 
@@ -274,7 +278,13 @@ def _plot(out: Path) -> None:
         ax.plot(*zip(*dev), "o-", label="dev loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.legend()
+    ax.legend(loc="upper left")
+    wer = [(r["step"], 100 * r["dev_wer"]) for r in rows if "dev_wer" in r]
+    if wer:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*wer), "s--", color="tab:red", label="dev WER %")
+        ax2.set_ylabel("dev WER %")
+        ax2.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)
     plt.close(fig)
