@@ -6,6 +6,8 @@
 * synthetic speech: natural training sentences from shared/data/tts_text (evaluation
   sentences removed), each spoken by one of the training voices in rotation; flite:awb is
   held out of training for the unseen-voice test.
+* synthetic test set: --test-sentences LibriSpeech test-clean transcripts (a fixed random
+  subset) spoken by the held-out voice flite:awb — evaluation only.
 Outputs under runs/data/ (git-ignored); re-runs synthesize only what is missing.
 """
 
@@ -15,7 +17,7 @@ import argparse
 import logging
 import random
 
-from speechllm.data.importers import import_shared
+from speechllm.data.importers import import_shared, shared_data_dir
 from speechllm.data.manifest import save_manifest
 from speechllm.data.synth import TRAIN_VOICES, build_synth_set
 from speechllm.data.texts import load_texts
@@ -25,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentences", type=int, default=12000)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--test-sentences", type=int, default=300)
     parser.add_argument("--out", default="runs/data")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -32,6 +35,11 @@ def main() -> None:
     texts = load_texts("train")
     random.Random(0).shuffle(texts)  # mix LibriTTS / LJ / VCTK sentences before taking a prefix
     build_synth_set(texts[: args.sentences], list(TRAIN_VOICES), f"{args.out}/synth_train", jobs=args.jobs)
+    lines = (shared_data_dir() / "librispeech_test_transcripts" / "test-clean.trans.txt").read_text().splitlines()
+    test = [line.split(" ", 1)[1] for line in lines if " " in line]
+    random.Random(0).shuffle(test)
+    build_synth_set(test[: args.test_sentences], ["flite:awb"], f"{args.out}/synth_test_awb", jobs=args.jobs,
+                    split="test", exclude_eval=False, allow_held_out=True)
 
 
 if __name__ == "__main__":
