@@ -95,7 +95,7 @@ class Cascade:
     @torch.no_grad()
     def generate(self, waveforms: Sequence[np.ndarray], instructions: Sequence[str | None] | None = None,
                  options: DecodeOptions | None = None, streamer=None) -> list[str]:
-        from speechllm.model import _pad_rows
+        from speechllm.model import pad_embeddings
 
         options = options or DecodeOptions()
         transcripts = self.asr.generate(waveforms, options=DecodeOptions(num_beams=options.num_beams))
@@ -104,7 +104,7 @@ class Cascade:
         if not todo:
             return transcripts
         rows = [self.llm.embed(torch.tensor(self.prompt_ids(transcripts[i], instructions[i]))) for i in todo]
-        inputs = _pad_rows(rows, None, "left", rows[0].device)
+        inputs = pad_embeddings(rows, None, "left", rows[0].device)
         ids = self.llm.generate(**inputs, streamer=streamer, **options.generate_kwargs())
         answers = self.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)
         out = list(transcripts)

@@ -170,7 +170,7 @@ class SpeechLLM(nn.Module):
             p, s = len(prefix), len(suffix)
             rows.append(torch.cat([text[:p], audio[i, :n_audio], text[p:]], dim=0))
             labels.append([IGNORE_INDEX] * (p + n_audio + s) + list(answer))
-        return _pad_rows(rows, labels, padding_side, self.device)
+        return pad_embeddings(rows, labels, padding_side, self.device)
 
     def save_pretrained(self, directory) -> None:
         from speechllm.checkpoint import save_checkpoint
@@ -242,7 +242,7 @@ class SpeechLLM(nn.Module):
         return self.generate_from_batch(batch, options, streamer=streamer)
 
 
-def _pad_rows(rows: list[torch.Tensor], labels: list[list[int]] | None, side: str,
+def pad_embeddings(rows: list[torch.Tensor], labels: list[list[int]] | None, side: str,
               device: torch.device) -> dict[str, torch.Tensor]:
     """Pad (L_i, H) rows into inputs_embeds (B, L, H), attention_mask (B, L) and, when
     ``labels`` are given, labels (B, L) with -100 on padding."""
