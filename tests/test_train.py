@@ -133,3 +133,14 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny_dirs, manifest):
     a, b = final_params(one / "run"), final_params(two / "run")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("recipes/**/config.yaml")),
+                         ids=lambda p: p.parent.name)
+def test_recipe_configs_parse_and_name_their_command(path):
+    from speechllm.config import load_config
+    from speechllm.train import TrainConfig
+
+    assert "speechllm train" in path.read_text().splitlines()[0]
+    cfg = load_config(TrainConfig, path)
+    assert cfg.data.train and cfg.optim.max_steps > 0
