@@ -65,7 +65,10 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from speechllm.runtime import limit_heap_growth
     from speechllm.serve import ServeConfig, serve
+
+    limit_heap_growth()
 
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)}
     serve(settings.pop("model"), **settings)
@@ -103,7 +106,10 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from speechllm.config import load_config
+    from speechllm.runtime import limit_heap_growth
     from speechllm.train import TrainConfig, train
+
+    limit_heap_growth()
 
     result = train(load_config(TrainConfig, args.config, args.overrides), resume=args.resume)
     print(json.dumps(result))
