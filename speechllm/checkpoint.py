@@ -32,19 +32,24 @@ def is_checkpoint(directory: str | Path) -> bool:
     return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
 
 
-def save_checkpoint(model, directory: str | Path) -> Path:
-    """Write a checkpoint atomically: an interrupted save never leaves a half folder."""
+def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint atomically: an interrupted save never leaves a half folder.
+
+    ``dtype`` (e.g. torch.float16) stores floating weights smaller, for shipping; they are
+    cast back to the model's dtypes on load."""
     from speechllm.paths import atomic_directory
 
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
-        write_checkpoint(model, tmp)
+        write_checkpoint(model, tmp, dtype)
     return directory
 
 
-def write_checkpoint(model, folder: Path) -> None:
+def write_checkpoint(model, folder: Path, dtype: torch.dtype | None = None) -> None:
     """Write config, saved weights and metadata into an existing folder."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.saved_state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_yaml(model.config, folder / CONFIG_FILE)
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(),

@@ -172,10 +172,10 @@ class SpeechLLM(nn.Module):
             labels.append([IGNORE_INDEX] * (p + n_audio + s) + list(answer))
         return pad_embeddings(rows, labels, padding_side, self.device)
 
-    def save_pretrained(self, directory) -> None:
+    def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> None:
         from speechllm.checkpoint import save_checkpoint
 
-        save_checkpoint(self, directory)
+        save_checkpoint(self, directory, dtype)
 
     @classmethod
     def from_pretrained(cls, directory, overrides: list[str] | None = None) -> "SpeechLLM":

@@ -122,6 +122,13 @@ def test_checkpoint_round_trip(model, tmp_path):
     assert _ids(twin, CLIPS[:2]) == _ids(model, CLIPS[:2])
 
 
+def test_half_precision_checkpoint_loads_into_fp32(model, tmp_path):
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    twin = SpeechLLM.from_pretrained(tmp_path / "half").eval()
+    assert twin.connector.proj.weight.dtype == torch.float32
+    torch.testing.assert_close(twin.connector.proj.weight, model.connector.proj.weight.half().float())
+
+
 def test_lora_weights_are_trained_and_saved(tiny_dirs, tmp_path):
     cfg = tiny_config(tiny_dirs, llm_lora={"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]},
                       encoder_lora={"r": 2, "target_modules": ["q_proj"]})
