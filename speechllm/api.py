@@ -123,11 +123,10 @@ def generate(audio: AudioLike | Sequence[AudioLike], instructions: str | Sequenc
         raise ValueError(f"{len(instructions)} instructions for {len(clips)} clips")
     options = decode_options(**decode)
     speech_model = load_model(model)
-    waves = [load_audio(c, speech_model.sampling_rate) for c in clips]  # errors name the bad file up front
     out: list[str] = []
-    for start in range(0, len(waves), batch_size):
-        out += speech_model.generate(waves[start : start + batch_size], instructions[start : start + batch_size],
-                                     options)
+    for start in range(0, len(clips), batch_size):  # decode audio per batch: memory stays bounded
+        waves = [load_audio(c, speech_model.sampling_rate) for c in clips[start : start + batch_size]]
+        out += speech_model.generate(waves, instructions[start : start + batch_size], options)
     return out
 
 

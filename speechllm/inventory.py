@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from speechllm.config import read_yaml
 
 
 def inventory(search: list[Path]) -> dict[str, list[dict]]:
@@ -44,7 +43,7 @@ def find_checkpoints(roots: list[Path]) -> list[Path]:
 def describe_checkpoint(directory: Path) -> dict:
     from safetensors import safe_open
 
-    from speechllm.checkpoint import CONFIG_FILE, META_FILE, WEIGHTS_FILE, read_checkpoint_config
+    from speechllm.checkpoint import META_FILE, WEIGHTS_FILE, read_checkpoint_config
     from speechllm.config import to_dict
 
     config = read_checkpoint_config(directory)  # validates the config against the schema
@@ -53,4 +52,4 @@ def describe_checkpoint(directory: Path) -> dict:
         tensors = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     return {"path": str(directory), "config": to_dict(config), "meta": meta,
             "weights_bytes": (directory / WEIGHTS_FILE).stat().st_size,
-            "tensors": tensors, "raw_config_keys": sorted(read_yaml(directory / CONFIG_FILE))}
+            "tensors": tensors}
