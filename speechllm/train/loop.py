@@ -184,15 +184,15 @@ class Trainer:
                     t_last, samples_since, losses = now, 0, []
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
                     _write(logf, row)
-                if self.dev_set and (p.step % cfg.run.eval_every == 0 or p.step == cfg.optim.max_steps):
+                due = p.step % cfg.run.eval_every == 0 or p.step == cfg.optim.max_steps
+                if self.dev_set and self.rank == 0 and due:  # other ranks would only repeat it
                     metrics = dev_metrics(self, self.dev_set)
                     _write(logf, {"step": p.step, **metrics})
                     score = metrics.get("dev_wer", metrics["dev_loss"])
                     if score < p.best_metric:
                         p.best_metric = score
                         self.save("best", with_state=False)
-                    if self.rank == 0:
-                        _plot(self.out)
+                    _plot(self.out)
                     self.model.train()
                 if p.step % cfg.run.save_every == 0 or p.step == cfg.optim.max_steps:
                     self.save("last", with_state=True)
