@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="training YAML (first line: the command that runs it)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. optim.max_steps=10")
     p.add_argument("--resume", action="store_true", help="continue from <run.out_dir>/last")
+    p.add_argument("--cache-only", action="store_true",
+                   help="only build the frozen-encoder cache (no LLM loaded), e.g. ahead of training elsewhere")
     p = sub.add_parser("info", help="describe a checkpoint")
     p.add_argument("checkpoint")
     _add_serve_flags(sub.add_parser("serve", help="OpenAI-compatible speech server with a web demo"))
@@ -111,7 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     limit_heap_growth()
 
-    result = train(load_config(TrainConfig, args.config, args.overrides), resume=args.resume)
+    result = train(load_config(TrainConfig, args.config, args.overrides), resume=args.resume,
+                   cache_only=args.cache_only)
     print(json.dumps(result))
 
 

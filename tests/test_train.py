@@ -144,3 +144,57 @@ def test_recipe_configs_parse_and_name_their_command(path):
     assert "speechllm train" in path.read_text().splitlines()[0]
     cfg = load_config(TrainConfig, path)
     assert cfg.data.train and cfg.optim.max_steps > 0
+
+
+def test_encoder_cache_built_by_worker_processes_matches_in_process(tmp_path, tiny_dirs, manifest):
+    from speechllm.data.manifest import load_manifest
+    from speechllm.encoders.whisper import WhisperAudioEncoder, WhisperEncoderConfig
+    from speechllm.train.data import EncoderCache, Example, WaveMaker
+
+    encoder = WhisperAudioEncoder(WhisperEncoderConfig(model=tiny_dirs["whisper"])).eval()
+    examples = [Example(c.id, c.duration, "x", None, c) for c in load_manifest(manifest)][:10]
+    items = [(f"{e.id}@{s}", WaveMaker(e, s)) for e in examples for s in (0.9, 1.0)]
+    serial, pooled = EncoderCache(tmp_path / "a", "k"), EncoderCache(tmp_path / "b", "k")
+    serial.build(items, encoder, batch_size=3, progress=False)
+    pooled.build(items, encoder, batch_size=3, progress=False, workers=2)
+    keys = [k for k, _ in items]
+    assert serial.index.keys() == pooled.index.keys() == set(keys)
+    (h1, n1), (h2, n2) = serial.get(keys), pooled.get(keys)
+    assert torch.equal(n1, n2) and int(n1.min()) > 0
+    torch.testing.assert_close(h1, h2, atol=1e-3, rtol=0)  # fp16 storage; same features either way
+
+
+def test_time_budget_shrinks_the_schedule_and_resume_keeps_it(tmp_path, tiny_dirs, manifest):
+    import json
+
+    from speechllm.config import load_config
+    from speechllm.train import TrainConfig
+    from speechllm.train.loop import Trainer, lr_factor
+
+    cfg_path = write_config(tmp_path, tiny_dirs, manifest, max_steps=10_000)
+    cfg = load_config(TrainConfig, cfg_path,
+                          ["run.time_budget_s=6", "run.calibrate_steps=3", "run.eval_every=100000",
+                           "run.save_every=5", "optim.warmup_steps=2"])
+    trainer = Trainer(cfg)
+    result = trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    budget = [r for r in rows if "time_budget_s" in r]
+    assert len(budget) == 1 and 3 < budget[0]["max_steps"] < 10_000
+    assert result["step"] == budget[0]["max_steps"] == trainer.progress.max_steps
+    # the cosine schedule was re-planned for the shorter run: the last step's lr is the floor
+    assert lr_factor(result["step"], cfg.optim, trainer.progress.max_steps) == pytest.approx(cfg.optim.min_lr_ratio)
+    state = torch.load(tmp_path / "run" / "last" / "train_state.pt", weights_only=True)
+    assert state["progress"]["max_steps"] == result["step"]
+
+
+def test_cache_only_builds_every_clip_and_speed_without_the_llm(tmp_path, tiny_dirs, manifest, monkeypatch):
+    from speechllm.config import load_config
+    from speechllm.train import TrainConfig
+    from speechllm.train.loop import Trainer, train
+
+    cfg = load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest))
+    monkeypatch.setattr("speechllm.train.loop.SpeechLLM", None)  # loading the LLM would fail the test
+    result = train(cfg, cache_only=True)
+    monkeypatch.undo()
+    trainer = Trainer(cfg)  # a full trainer then finds everything cached
+    assert result["cached_clips"] == 3 * len(trainer.train_set) + len(trainer.dev_set) == len(trainer.cache.index)

@@ -76,6 +76,11 @@ class AudioEncoder(nn.Module):
     def output_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def preparer(self):
+        """A picklable stand-in for :meth:`prepare` (waves -> features, sample lengths) for worker
+        processes; subclasses return something lighter than the whole module."""
+        return self.prepare
+
     def encode(self, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """prepare + forward, on the encoder's device."""
         features, sample_lengths = self.prepare(waveforms)

@@ -10,6 +10,7 @@ including padding, so batched outputs differ slightly from one-by-one for those;
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,14 +51,10 @@ class HFSSLEncoder(AudioEncoder):
 
     def prepare(self, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised waveforms, zero-padded: (B, S)."""
-        longest = max(len(w) for w in waveforms)
-        batch = torch.zeros(len(waveforms), longest)
-        for i, wave in enumerate(waveforms):
-            x = torch.as_tensor(wave, dtype=torch.float32)
-            if self.normalize:
-                x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
-            batch[i, : len(x)] = x
-        return batch, torch.tensor([len(w) for w in waveforms])
+        return normalized_waves(waveforms, self.normalize)
+
+    def preparer(self):
+        return functools.partial(normalized_waves, normalize=self.normalize)
 
     def output_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         return self.model._get_feat_extract_output_lengths(torch.as_tensor(sample_lengths)).long()
@@ -71,6 +68,18 @@ class HFSSLEncoder(AudioEncoder):
         # hidden_states[0] is the CNN+projection output, [1..N] the transformer blocks
         hidden = self.selector(list(out.hidden_states[1:]))
         return hidden, self.output_lengths(sample_lengths)
+
+
+def normalized_waves(waveforms: list[np.ndarray], normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip zero-mean unit-variance (if ``normalize``) waveforms, zero-padded: (B, S)."""
+    longest = max(len(w) for w in waveforms)
+    batch = torch.zeros(len(waveforms), longest)
+    for i, wave in enumerate(waveforms):
+        x = torch.as_tensor(wave, dtype=torch.float32)
+        if normalize:
+            x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+        batch[i, : len(x)] = x
+    return batch, torch.tensor([len(w) for w in waveforms])
 
 
 @ENCODERS.register("hf_ssl", HFSSLEncoderConfig)

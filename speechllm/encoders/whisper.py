@@ -12,6 +12,7 @@ so a clip encodes to the same vectors alone or in a batch.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,17 +48,10 @@ class WhisperAudioEncoder(AudioEncoder):
 
     def prepare(self, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel per clip (no 30 s padding), zero-padded to the longest: (B, n_mels, F)."""
-        mels = []
-        for wave in waveforms:
-            feats = self.feature_extractor(
-                wave, sampling_rate=self.sampling_rate, padding="longest", truncation=False, return_tensors="pt"
-            ).input_features[0]  # (n_mels, F)
-            mels.append(feats[:, : len(wave) // self.hop_length])
-        longest = max(m.shape[1] for m in mels)
-        batch = torch.zeros(len(mels), mels[0].shape[0], longest)
-        for i, m in enumerate(mels):
-            batch[i, :, : m.shape[1]] = m
-        return batch, torch.tensor([len(w) for w in waveforms])
+        return whisper_log_mel(self.feature_extractor, waveforms)
+
+    def preparer(self):
+        return functools.partial(whisper_log_mel, self.feature_extractor)
 
     def output_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         frames = torch.as_tensor(sample_lengths) // self.hop_length
@@ -93,6 +87,23 @@ class WhisperAudioEncoder(AudioEncoder):
         if self.selector.layers_needed == len(enc.layers):
             outputs[-1] = enc.layer_norm(outputs[-1])
         return self.selector(outputs), lengths
+
+
+def whisper_log_mel(feature_extractor, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel per clip, each cut to its real length, zero-padded to the longest: (B, n_mels, F)."""
+    hop = feature_extractor.hop_length
+    mels = []
+    for wave in waveforms:
+        feats = feature_extractor(
+            wave, sampling_rate=feature_extractor.sampling_rate, padding="longest", truncation=False,
+            return_tensors="pt"
+        ).input_features[0]  # (n_mels, F)
+        mels.append(feats[:, : len(wave) // hop])
+    longest = max(m.shape[1] for m in mels)
+    batch = torch.zeros(len(mels), mels[0].shape[0], longest)
+    for i, m in enumerate(mels):
+        batch[i, :, : m.shape[1]] = m
+    return batch, torch.tensor([len(w) for w in waveforms])
 
 
 def _attention_mask(lengths: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:

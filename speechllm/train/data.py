@@ -19,7 +19,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -116,19 +116,23 @@ class EncoderCache:
     def missing(self, keys: Iterable[str]) -> list[str]:
         return [k for k in keys if k not in self.index]
 
-    def build(self, items: list[tuple[str, Any]], encode, batch_size: int = 8, progress: bool = True) -> None:
-        """items: (key, make_waveform) pairs still missing; encode(list of waves) -> (hidden, lengths)."""
+    def build(self, items: list[tuple[str, Any]], encode, batch_size: int = 8, progress: bool = True,
+              workers: int = 0) -> None:
+        """items: (key, make_waveform) pairs still missing; encode: an AudioEncoder, or any function
+        waves -> (hidden, lengths).
+
+        With ``workers > 0`` and an AudioEncoder, audio loading and the encoder's CPU front end
+        (``preparer()``: log-mel, normalisation) run in a spawned process pool (the makers must
+        then be picklable) while this process runs the forward pass on the encoder's device.
+        """
         from tqdm import tqdm
 
-        pending: dict[str, torch.Tensor] = {}
+        chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         bar = tqdm(total=len(items), desc="encoder cache", disable=not progress, unit="clip")
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            waves = [make() for _, make in chunk]
-            with torch.no_grad():
-                hidden, lengths = encode(waves)
+        pending: dict[str, torch.Tensor] = {}
+        for chunk, (hidden, lengths) in zip(chunks, _encoded_chunks(chunks, encode, workers)):
             for (key, _), h, n in zip(chunk, hidden, lengths):
-                pending[key] = h[: int(n)].to(torch.float16).contiguous()
+                pending[key] = h[: int(n)].to(torch.float16).cpu().contiguous()
             if len(pending) >= self.shard_size:
                 self._flush(pending)
                 pending = {}
@@ -138,7 +142,8 @@ class EncoderCache:
         bar.close()
 
     def _flush(self, tensors: dict[str, torch.Tensor]) -> None:
-        name = f"shard-{self.writer}-{len(set(self._own.values())):05d}.safetensors"
+        number = len(list(self.dir.glob(f"shard-{self.writer}-*.safetensors")))  # never reuse a name
+        name = f"shard-{self.writer}-{number:05d}.safetensors"
         tmp = self.dir / f".{name}.tmp"
         save_file(tensors, str(tmp))
         tmp.rename(self.dir / name)
@@ -161,6 +166,52 @@ class EncoderCache:
         for i, t in enumerate(tensors):
             out[i, : t.shape[0]] = t
         return out, lengths
+
+
+def _encoded_chunks(chunks: list[list[tuple[str, Any]]], encode, workers: int) -> Iterator[tuple]:
+    """(hidden, lengths) per chunk, in order; front end in a pool when asked and possible."""
+    preparer = getattr(encode, "preparer", None)
+    if workers <= 0 or preparer is None or len(chunks) < 2:
+        encode_waves = getattr(encode, "encode", encode)  # an AudioEncoder's prepare + forward
+        for chunk in chunks:
+            with torch.no_grad():
+                yield encode_waves([make() for _, make in chunk])
+        return
+    import multiprocessing
+
+    device = next(encode.parameters()).device
+    # spawn: the parent may hold CUDA or OpenMP state that a forked child must not inherit
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_front_end,
+                                                   initargs=(preparer(),)) as pool:
+        for features, lengths in pool.imap(_front_end, [[make for _, make in c] for c in chunks], chunksize=2):
+            with torch.no_grad():
+                yield encode(torch.from_numpy(features).to(device), torch.from_numpy(lengths).to(device))
+
+
+_PREPARE = None
+
+
+def _init_front_end(prepare) -> None:
+    global _PREPARE
+    torch.set_num_threads(1)
+    _PREPARE = prepare
+
+
+def _front_end(makers: list) -> tuple[np.ndarray, np.ndarray]:
+    features, lengths = _PREPARE([make() for make in makers])
+    return features.numpy(), lengths.numpy()
+
+
+class WaveMaker:
+    """A picklable ``make_waveform``: the example's audio at 16 kHz, speed-perturbed by ``speed``."""
+
+    def __init__(self, example: Example, speed: float = 1.0):
+        self.example, self.speed = example, speed
+
+    def __call__(self) -> np.ndarray:
+        from speechllm.data.augment import speed_perturb
+
+        return speed_perturb(load_example_audio(self.example), self.speed)
 
 
 def cache_key(example_id: str, speed: float) -> str:

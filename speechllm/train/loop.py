@@ -29,10 +29,11 @@ from speechllm.checkpoint import write_checkpoint
 from speechllm.config import save_yaml, to_dict
 from speechllm.model import SpeechLLM
 from speechllm.paths import atomic_directory
+from speechllm.registry import ENCODERS
 from speechllm.train.config import Schedule, TrainConfig
-from speechllm.data.augment import Augmenter, speed_perturb
-from speechllm.train.data import (EncoderCache, Example, cache_key, load_example_audio, make_batches, read_examples,
-                                  split_dev)
+from speechllm.data.augment import Augmenter
+from speechllm.train.data import (EncoderCache, Example, WaveMaker, cache_key, load_example_audio, make_batches,
+                                  read_examples, split_dev)
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -44,39 +45,49 @@ class Progress:
     epoch: int = 0
     batch_in_epoch: int = 0
     best_metric: float = math.inf
+    max_steps: int = 0  # 0: optim.max_steps; set once by run.time_budget_s calibration
 
 
-def lr_factor(step: int, cfg) -> float:
+def lr_factor(step: int, cfg, max_steps: int | None = None) -> float:
     """Linear warmup, then cosine / linear decay to ``min_lr_ratio`` or constant."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == Schedule.constant:
         return 1.0
-    frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    max_steps = max_steps or cfg.max_steps
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
     shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == Schedule.cosine else 1 - frac
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, cache_only: bool = False):
         self.cfg = config
         self.out = Path(config.run.out_dir)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.device = resolve_device(config.run.device, int(os.environ.get("LOCAL_RANK", "0")))
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group(config.run.ddp_backend)
+            # gloo reduces CPU tensors only; CUDA gradients need nccl
+            dist.init_process_group(config.run.ddp_backend if self.device.type == "cpu" else "nccl")
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         _seed_everything(config.run.seed)
-        self.model = SpeechLLM(config.model)
+        self.augmenter = Augmenter(config.data.augment)
+        self.progress = Progress()
+        if cache_only:  # the encoder alone: no LLM, no optimizer
+            self.model = None
+            self.train_set, self.dev_set = self._read_data()
+            self.cache = self._make_cache(ENCODERS.build(config.model.encoder).to(self.device))
+            return
+        self.model = SpeechLLM(config.model).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optim
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, o))
-        self.augmenter = Augmenter(config.data.augment)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, o, self.progress.max_steps))
         self.train_set, self.dev_set = self._read_data()
-        self.cache = self._make_cache()
-        self.progress = Progress()
+        self.cache = self._make_cache(self.model.encoder)
 
     # ---- data ---------------------------------------------------------------------------
     def _read_data(self) -> tuple[list[Example], list[Example]]:
@@ -85,12 +96,13 @@ class Trainer:
         dev = read_examples(d.dev, d) if d.dev else []
         if not dev and d.dev_fraction > 0:
             train, dev = split_dev(train, d.dev_fraction)
+        dev = list({e.id: e for e in dev}.values())  # a manifest listed twice (oversampling) is scored once
         if not train:
             raise ValueError(f"no usable training examples in {d.train}")
         log.info("train: %d examples (%.2f h), dev: %d", len(train), sum(e.duration for e in train) / 3600, len(dev))
         return train, dev[: d.dev_max_items]
 
-    def _make_cache(self) -> EncoderCache | None:
+    def _make_cache(self, encoder) -> EncoderCache | None:
         m, d = self.cfg.model, self.cfg.data
         if not d.cache_encoder or m.trainable.encoder or m.encoder_lora is not None or self.augmenter.waveform_level:
             return None
@@ -98,11 +110,11 @@ class Trainer:
         cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
         todo = [(cache_key(e.id, s), e, s) for e in self.train_set for s in d.augment.speeds]
         todo += [(cache_key(e.id, 1.0), e, 1.0) for e in self.dev_set]
-        todo = [t for t in todo if t[0] not in cache.index]
+        todo = [t for t in {t[0]: t for t in todo}.values() if t[0] not in cache.index]  # a repeated manifest: once
         mine = todo[self.rank :: self.world]  # ranks share the work; everyone reads the result
         if mine:
-            enc = self.model.encoder.eval()
-            cache.build([(k, _wave_maker(e, s)) for k, e, s in mine], enc.encode, progress=self.rank == 0)
+            cache.build([(k, WaveMaker(e, s)) for k, e, s in mine], encoder.eval(), progress=self.rank == 0,
+                        workers=self.cfg.run.cache_workers, batch_size=32 if self.device.type == "cuda" else 8)
         if self.world > 1:
             dist.barrier()  # then re-read every rank's index
             cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
@@ -161,14 +173,15 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, self.out / "train_config.yaml")
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
-        bar = tqdm(total=cfg.optim.max_steps, initial=p.step, disable=self.rank != 0, unit="step")
+        bar = tqdm(total=self.max_steps, initial=p.step, disable=self.rank != 0, unit="step")
         durations = [e.duration for e in self.train_set]
         self.model.train()
         t_last, samples_since, losses = time.perf_counter(), 0, []
-        while p.step < cfg.optim.max_steps:
+        t_start, start_step = t_last, p.step
+        while p.step < self.max_steps:
             batches = make_batches(durations, cfg.data.max_batch_seconds * self.world,
                                    cfg.data.max_batch_size * self.world, cfg.run.seed, p.epoch)
-            while p.batch_in_epoch < len(batches) and p.step < cfg.optim.max_steps:
+            while p.batch_in_epoch < len(batches) and p.step < self.max_steps:
                 group = batches[p.batch_in_epoch : p.batch_in_epoch + cfg.optim.grad_accum]
                 loss, samples = self._step(group, p.epoch)
                 p.batch_in_epoch += len(group)
@@ -176,7 +189,10 @@ class Trainer:
                 samples_since += samples
                 losses.append(loss)
                 bar.update(1)
-                if p.step % cfg.run.log_every == 0 or p.step == cfg.optim.max_steps:
+                if p.step - start_step == cfg.run.calibrate_steps and cfg.run.time_budget_s > 0 and not p.max_steps:
+                    self._fit_time_budget(time.perf_counter() - t_start, p.step - start_step, logf)
+                    bar.total = self.max_steps
+                if p.step % cfg.run.log_every == 0 or p.step == self.max_steps:
                     now = time.perf_counter()
                     mean_loss = sum(losses) / len(losses)  # over the steps since the last log line
                     row = {"step": p.step, "epoch": p.epoch, "loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
@@ -184,7 +200,7 @@ class Trainer:
                     t_last, samples_since, losses = now, 0, []
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
                     _write(logf, row)
-                due = p.step % cfg.run.eval_every == 0 or p.step == cfg.optim.max_steps
+                due = p.step % cfg.run.eval_every == 0 or p.step == self.max_steps
                 if self.dev_set and self.rank == 0 and due:  # other ranks would only repeat it
                     metrics = dev_metrics(self, self.dev_set)
                     _write(logf, {"step": p.step, **metrics})
@@ -194,7 +210,7 @@ class Trainer:
                         self.save("best", with_state=False)
                     _plot(self.out)
                     self.model.train()
-                if p.step % cfg.run.save_every == 0 or p.step == cfg.optim.max_steps:
+                if p.step % cfg.run.save_every == 0 or p.step == self.max_steps:
                     self.save("last", with_state=True)
             if p.batch_in_epoch >= len(batches):
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
@@ -204,11 +220,32 @@ class Trainer:
             _plot(self.out)
         return {"step": p.step, "best": p.best_metric}
 
+    @property
+    def max_steps(self) -> int:
+        return self.progress.max_steps or self.cfg.optim.max_steps
+
+    def _fit_time_budget(self, elapsed: float, steps: int, logf) -> None:
+        """Shrink the schedule so training ends within ``run.time_budget_s`` (wall time from the
+        first step; evaluations and saves come on top).  Decided once, saved with the state, so a
+        resumed run keeps the same schedule."""
+        per_step = elapsed / steps
+        fits = self.progress.step + int((self.cfg.run.time_budget_s - elapsed) / per_step)
+        steps_total = max(self.progress.step + 1, min(self.cfg.optim.max_steps, fits))
+        if self.world > 1:  # every rank must stop at the same step
+            agreed = torch.tensor(steps_total, device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+            steps_total = int(agreed)
+        self.progress.max_steps = steps_total
+        log.info("time budget %.0f s at %.3f s/step: training for %d steps", self.cfg.run.time_budget_s,
+                 per_step, steps_total)
+        _write(logf, {"step": self.progress.step, "time_budget_s": self.cfg.run.time_budget_s,
+                      "seconds_per_step": per_step, "max_steps": steps_total})
+
     def _step(self, group: list[list[int]], epoch: int) -> tuple[float, int]:
         """One optimizer step over ``grad_accum`` global batches; returns mean token loss."""
         parts = [b[self.rank :: self.world] for b in group]  # a rank may get nothing from a small batch
         micro = [self.make_batch([self.train_set[i] for i in idx], epoch, train=True) for idx in parts if idx]
-        tokens = torch.tensor(float(sum(len(a) for m in micro for a in m["answer_ids"])))
+        tokens = torch.tensor(float(sum(len(a) for m in micro for a in m["answer_ids"])), device=self.device)
         if self.world > 1:
             dist.all_reduce(tokens)
         total_loss = 0.0
@@ -221,7 +258,7 @@ class Trainer:
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
                 dist.all_reduce(param.grad)
-            reduced = torch.tensor(total_loss)
+            reduced = torch.tensor(total_loss, device=self.device)
             dist.all_reduce(reduced)
             total_loss = float(reduced)
         if self.cfg.optim.clip_norm > 0:
@@ -232,8 +269,16 @@ class Trainer:
         return total_loss / float(tokens), sum(len(g) for g in group)
 
 
-def _wave_maker(example: Example, speed: float):
-    return lambda: speed_perturb(load_example_audio(example), speed)
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" -> the local rank's GPU when CUDA is available, else the CPU; "cuda" -> cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"run.device={name!r} but torch sees no CUDA device")
+    device = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def _seed_everything(seed: int) -> None:
@@ -243,14 +288,20 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": torch.tensor(np.random.get_state()[1].astype(np.int64)),
-            "numpy_pos": int(np.random.get_state()[2]), "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
+    state = {"torch": torch.get_rng_state(), "numpy": torch.tensor(np.random.get_state()[1].astype(np.int64)),
+             "numpy_pos": int(np.random.get_state()[2]),
+             "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's generator (dropout there)
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     random.setstate((3, tuple(int(x) for x in state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _write(logf, row: dict) -> None:
@@ -290,7 +341,11 @@ def _plot(out: Path) -> None:
     plt.close(fig)
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+def train(config: TrainConfig, resume: bool = False, cache_only: bool = False) -> dict[str, Any]:
+    if cache_only:
+        trainer = Trainer(config, cache_only=True)
+        n = len(trainer.cache.index) if trainer.cache is not None else 0
+        return {"cached_clips": n, "cache": str(trainer.cache.dir) if trainer.cache is not None else None}
     trainer = Trainer(config)
     if resume:
         trainer.resume()
