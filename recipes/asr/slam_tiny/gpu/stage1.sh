@@ -4,7 +4,8 @@ set -euo pipefail
 W=/root/w
 mkdir -p "$W" "${OUT:=/tmp/out}"
 cp -r .xfer/a/tools "$W/"
-bash "$W/tools/install.sh" "$W/site" > /dev/null
+python3 -c "import tarfile, sys; [tarfile.open(f'$W/tools/{n}.tar.xz').extractall('$W/tools') for n in ('tts', 'wheels')]"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$W/site" "$W"/tools/wheels/*.whl
 . "$W/tools/env.sh"
 export PYTHONPATH="$PWD:$W/site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TQDM_MININTERVAL=20
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader || true
