@@ -198,3 +198,24 @@ def test_cache_only_builds_every_clip_and_speed_without_the_llm(tmp_path, tiny_d
     monkeypatch.undo()
     trainer = Trainer(cfg)  # a full trainer then finds everything cached
     assert result["cached_clips"] == 3 * len(trainer.train_set) + len(trainer.dev_set) == len(trainer.cache.index)
+
+
+def test_init_from_starts_from_a_checkpoint_and_refuses_one_that_does_not_fit(tmp_path, tiny_dirs, manifest):
+    from safetensors.torch import load_file
+
+    from speechllm.config import load_config
+    from speechllm.train import TrainConfig
+    from speechllm.train.loop import Trainer
+
+    first = load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest, max_steps=2))
+    Trainer(first).train()
+    saved = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    cfg = load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest),
+                      [f"run.init_from={tmp_path / 'run' / 'last'}", f"run.out_dir={tmp_path / 'second'}"])
+    state = Trainer(cfg).model.state_dict()
+    for k, v in saved.items():
+        torch.testing.assert_close(state[k], v)
+    wrong = load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest),
+                        [f"run.init_from={tmp_path / 'run' / 'last'}", "model.connector.stack=3"])
+    with pytest.raises(ValueError, match="do not fit"):
+        Trainer(wrong)

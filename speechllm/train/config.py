@@ -55,6 +55,7 @@ class RunConfig:
     save_every: int = 100
     eval_decode_items: int = 50  # greedy-decode this many dev clips for WER at each eval
     threads: int = 0  # 0: torch's default
+    init_from: str = ""  # a checkpoint folder whose saved weights (connector, LoRA, ...) start this run
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
     time_budget_s: float = 0.0  # > 0: after calibrate_steps, shrink max_steps to what fits this wall time
     calibrate_steps: int = 30

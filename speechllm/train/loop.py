@@ -81,6 +81,8 @@ class Trainer:
             self.cache = self._make_cache(ENCODERS.build(config.model.encoder).to(self.device))
             return
         self.model = SpeechLLM(config.model).to(self.device)
+        if config.run.init_from:
+            self._init_from(Path(config.run.init_from))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optim
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -88,6 +90,22 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, o, self.progress.max_steps))
         self.train_set, self.dev_set = self._read_data()
         self.cache = self._make_cache(self.model.encoder)
+
+    def _init_from(self, folder: Path) -> None:
+        """Start from a checkpoint's saved weights (a warm start; optimizer and schedule begin anew)."""
+        from safetensors.torch import load_file
+
+        from speechllm.checkpoint import WEIGHTS_FILE
+
+        weights = load_file(str(folder / WEIGHTS_FILE))
+        own = self.model.state_dict()
+        unknown = [k for k in weights if k not in own]
+        mismatched = [k for k in weights if k in own and own[k].shape != weights[k].shape]
+        if unknown or mismatched:
+            raise ValueError(f"run.init_from={folder}: weights that do not fit this model's config "
+                             f"(unknown: {unknown[:3]}, other shape: {mismatched[:3]})")
+        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
+        log.info("initialised %d tensors from %s", len(weights), folder)
 
     # ---- data ---------------------------------------------------------------------------
     def _read_data(self) -> tuple[list[Example], list[Example]]:
