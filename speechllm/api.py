@@ -24,7 +24,7 @@ from speechllm.decoding import DecodeOptions
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "whisper-tiny.en"
+DEFAULT_MODEL = "speechllm-asr-tiny"  # the Speech LLM trained by recipes/asr/slam_tiny
 ASSETS_DIR = Path(__file__).parent / "assets"  # checkpoints shipped in the package
 
 
@@ -65,7 +65,7 @@ NAMED_MODELS: dict[str, tuple[str, Callable[[], SpeechModel]]] = {
     "whisper-tiny.en": ("Whisper tiny.en with its own decoder (end-to-end ASR baseline)", _whisper),
     "cascade": ("Whisper tiny.en -> SmolLM2-135M-Instruct (ASR -> LLM cascade baseline)", _cascade),
     "speechllm-asr-tiny": ("Speech LLM trained here: Whisper tiny.en encoder -> linear connector -> SmolLM2-135M "
-                           "+ LoRA (recipes/asr/slam_tiny; in training, see its RESULTS.md)", _shipped_asr),
+                           "+ LoRA (recipes/asr/slam_tiny, see its RESULTS.md); the default", _shipped_asr),
     "pocketsphinx": ("CMU PocketSphinx, default en-us model (pre-LLM HMM-GMM ASR baseline)", _pocketsphinx),
 }
 

@@ -190,7 +190,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, self.out / "train_config.yaml")
-        logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
+        logf = _Log(self.out) if self.rank == 0 else None
         bar = tqdm(total=self.max_steps, initial=p.step, disable=self.rank != 0, unit="step")
         durations = [e.duration for e in self.train_set]
         self.model.train()
@@ -322,10 +322,36 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _write(logf, row: dict) -> None:
+class _Log:
+    """log.jsonl, mirrored to TensorBoard (``out_dir/tensorboard``) when the tensorboard package is there."""
+
+    def __init__(self, out: Path):
+        self.file = open(out / "log.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "time", "epoch"):
+                    self.tb.add_scalar(key, value, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _write(logf: _Log | None, row: dict) -> None:
     if logf is not None:
-        logf.write(json.dumps(row) + "\n")
-        logf.flush()
+        logf.write(row)
 
 
 def _plot(out: Path) -> None:
