@@ -74,6 +74,14 @@ def load_checkpoint(directory: str | Path, overrides: list[str] | None = None):
 
     directory = Path(directory)
     model = SpeechLLM(read_checkpoint_config(directory, overrides))
+    load_saved_weights(model, directory)
+    return model
+
+
+def load_saved_weights(model, directory: str | Path) -> None:
+    """Load a checkpoint's saved weights (connector, LoRA, unfrozen parts) into ``model``, after
+    checking that they are exactly the ones its config saves, with the same shapes."""
+    directory = Path(directory)
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
     except Exception as err:  # safetensors raises its own error types for corrupt headers
@@ -89,4 +97,3 @@ def load_checkpoint(directory: str | Path, overrides: list[str] | None = None):
             raise ConfigError(f"{directory}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(own[name].shape)}")
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
-    return model

@@ -26,6 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from speechllm.data.augment import speed_perturb
 from speechllm.data.manifest import load_cut_audio
 from speechllm.train.config import DataConfig
 
@@ -209,8 +210,6 @@ class WaveMaker:
         self.example, self.speed = example, speed
 
     def __call__(self) -> np.ndarray:
-        from speechllm.data.augment import speed_perturb
-
         return speed_perturb(load_example_audio(self.example), self.speed)
 
 

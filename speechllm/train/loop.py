@@ -93,19 +93,13 @@ class Trainer:
 
     def _init_from(self, folder: Path) -> None:
         """Start from a checkpoint's saved weights (a warm start; optimizer and schedule begin anew)."""
-        from safetensors.torch import load_file
+        from speechllm.checkpoint import load_saved_weights
 
-        from speechllm.checkpoint import WEIGHTS_FILE
-
-        weights = load_file(str(folder / WEIGHTS_FILE))
-        own = self.model.state_dict()
-        unknown = [k for k in weights if k not in own]
-        mismatched = [k for k in weights if k in own and own[k].shape != weights[k].shape]
-        if unknown or mismatched:
-            raise ValueError(f"run.init_from={folder}: weights that do not fit this model's config "
-                             f"(unknown: {unknown[:3]}, other shape: {mismatched[:3]})")
-        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
-        log.info("initialised %d tensors from %s", len(weights), folder)
+        try:
+            load_saved_weights(self.model, folder)
+        except ValueError as err:
+            raise ValueError(f"run.init_from={folder}: weights that do not fit this model's config ({err})") from None
+        log.info("initialised the saved weights from %s", folder)
 
     # ---- data ---------------------------------------------------------------------------
     def _read_data(self) -> tuple[list[Example], list[Example]]:
@@ -165,14 +159,14 @@ class Trainer:
                             "progress": vars(self.progress), "rng": _rng_state()}, tmp / STATE_FILE)
 
     def resume(self) -> bool:
-        from safetensors.torch import load_file
+        from speechllm.checkpoint import load_saved_weights
 
         folder = self.out / "last"
         if not (folder / STATE_FILE).exists():
             log.warning("nothing to resume in %s; starting fresh", folder)
             return False
         state = torch.load(folder / STATE_FILE, weights_only=True)
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        load_saved_weights(self.model, folder)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
