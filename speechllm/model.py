@@ -162,14 +162,15 @@ class SpeechLLM(nn.Module):
                      padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Splice prompt, audio and answer embeddings per sample and pad to (B, L, H)."""
         answers = batch.get("answer_ids") or [[] for _ in batch["prefix_ids"]]
+        texts = [prefix + suffix + answer for prefix, suffix, answer in
+                 zip(batch["prefix_ids"], batch["suffix_ids"], answers)]
+        ids = torch.tensor([t for text in texts for t in text], dtype=torch.long)
+        embedded = self.llm.embed(ids.to(self.device)).split([len(t) for t in texts])  # one lookup for all
         rows, labels = [], []
         for i, (prefix, suffix, answer) in enumerate(zip(batch["prefix_ids"], batch["suffix_ids"], answers)):
-            ids = torch.tensor(prefix + suffix + answer, dtype=torch.long, device=self.device)
-            text = self.llm.embed(ids)  # (P+S+A, H)
-            n_audio = int(audio_lengths[i])
-            p, s = len(prefix), len(suffix)
+            text, n_audio, p = embedded[i], int(audio_lengths[i]), len(prefix)
             rows.append(torch.cat([text[:p], audio[i, :n_audio], text[p:]], dim=0))
-            labels.append([IGNORE_INDEX] * (p + n_audio + s) + list(answer))
+            labels.append([IGNORE_INDEX] * (p + n_audio + len(suffix)) + list(answer))
         return pad_embeddings(rows, labels, padding_side, self.device)
 
     def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> None:
@@ -249,16 +250,16 @@ def pad_embeddings(rows: list[torch.Tensor], labels: list[list[int]] | None, sid
     longest = max(r.shape[0] for r in rows)
     B, H = len(rows), rows[0].shape[1]
     embeds = rows[0].new_zeros(B, longest, H)
-    mask = torch.zeros(B, longest, dtype=torch.long, device=device)
-    label_tensor = torch.full((B, longest), IGNORE_INDEX, dtype=torch.long, device=device)
+    mask = torch.zeros(B, longest, dtype=torch.long)  # built on the CPU, moved once
+    label_tensor = torch.full((B, longest), IGNORE_INDEX, dtype=torch.long)
     for i, row in enumerate(rows):
         n = row.shape[0]
         span = slice(longest - n, longest) if side == "left" else slice(0, n)
         embeds[i, span] = row
         mask[i, span] = 1
         if labels is not None:
-            label_tensor[i, span] = torch.tensor(labels[i], dtype=torch.long, device=device)
-    out = {"inputs_embeds": embeds, "attention_mask": mask}
+            label_tensor[i, span] = torch.tensor(labels[i], dtype=torch.long)
+    out = {"inputs_embeds": embeds, "attention_mask": mask.to(device)}
     if labels is not None:
-        out["labels"] = label_tensor
+        out["labels"] = label_tensor.to(device)
     return out

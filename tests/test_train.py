@@ -107,7 +107,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_dirs, manifest):
     proc.communicate()
     step = torch.load(state, weights_only=True)["progress"]["step"]
     assert 4 <= step < 12, "the run was not interrupted mid-way"
-    proc = run_cli("train", str(cfg), "--resume")
+    proc = run_cli("train", str(cfg), "run.prefetch=true", "--resume")  # prefetching changes nothing
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     a, b = final_params(full_dir / "run"), final_params(cut_dir / "run")

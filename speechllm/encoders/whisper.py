@@ -47,8 +47,10 @@ class WhisperAudioEncoder(AudioEncoder):
         self.selector = LayerSelector(len(self.model.layers), config.layer, config.weighted_layers)
 
     def prepare(self, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel per clip (no 30 s padding), zero-padded to the longest: (B, n_mels, F)."""
-        return whisper_log_mel(self.feature_extractor, waveforms)
+        """Log-mel per clip (no 30 s padding), zero-padded to the longest: (B, n_mels, F).  On a GPU
+        encoder the STFT runs there (the CPU front end would otherwise bound a training step)."""
+        device = self.model.conv1.weight.device
+        return whisper_log_mel(self.feature_extractor, waveforms, device if device.type != "cpu" else None)
 
     def preparer(self):
         return functools.partial(whisper_log_mel, self.feature_extractor)
@@ -89,8 +91,14 @@ class WhisperAudioEncoder(AudioEncoder):
         return self.selector(outputs), lengths
 
 
-def whisper_log_mel(feature_extractor, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-mel per clip, each cut to its real length, zero-padded to the longest: (B, n_mels, F)."""
+def whisper_log_mel(feature_extractor, waveforms: list[np.ndarray],
+                    device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel per clip, each cut to its real length, zero-padded to the longest: (B, n_mels, F).
+
+    ``device``: compute on that (CUDA) device with the same operations as transformers' torch
+    front end, and return the features there."""
+    if device is not None:
+        return _log_mel_on(feature_extractor, waveforms, device)
     hop = feature_extractor.hop_length
     mels = []
     for wave in waveforms:
@@ -104,6 +112,23 @@ def whisper_log_mel(feature_extractor, waveforms: list[np.ndarray]) -> tuple[tor
     for i, m in enumerate(mels):
         batch[i, :, : m.shape[1]] = m
     return batch, torch.tensor([len(w) for w in waveforms])
+
+
+def _log_mel_on(fe, waveforms: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' ``_torch_extract_fbank_features`` per clip (its own max for the -8 floor), on ``device``."""
+    window = torch.hann_window(fe.n_fft, device=device)
+    filters = torch.from_numpy(fe.mel_filters).to(device, torch.float32).T
+    lengths = [len(w) for w in waveforms]
+    longest = max(lengths) // fe.hop_length
+    batch = torch.zeros(len(waveforms), filters.shape[0], longest, device=device)
+    for i, wave in enumerate(waveforms):
+        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(device, non_blocking=True)
+        stft = torch.stft(x, fe.n_fft, fe.hop_length, window=window, return_complex=True)
+        log_spec = (filters @ (stft[..., :-1].abs() ** 2)).clamp(min=1e-10).log10()
+        log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+        n = lengths[i] // fe.hop_length
+        batch[i, :, :n] = ((log_spec + 4.0) / 4.0)[:, :n]
+    return batch, torch.tensor(lengths)
 
 
 def _attention_mask(lengths: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,12 +191,26 @@ class Trainer:
         self.model.train()
         t_last, samples_since, losses = time.perf_counter(), 0, []
         t_start, start_step = t_last, p.step
+        pool = ThreadPoolExecutor(1) if cfg.run.prefetch else None
+        ahead: tuple | None = None  # (epoch, batch position, future of the step's micro-batches)
+        data_wait = 0.0
         while p.step < self.max_steps:
             batches = make_batches(durations, cfg.data.max_batch_seconds * self.world,
                                    cfg.data.max_batch_size * self.world, cfg.run.seed, p.epoch)
             while p.batch_in_epoch < len(batches) and p.step < self.max_steps:
                 group = batches[p.batch_in_epoch : p.batch_in_epoch + cfg.optim.grad_accum]
-                loss, samples = self._step(group, p.epoch)
+                t_data = time.perf_counter()
+                if ahead is not None and ahead[:2] == (p.epoch, p.batch_in_epoch):
+                    micro = ahead[2].result()
+                else:
+                    micro = self._micro_batches(group, p.epoch)
+                ahead = None
+                nxt = p.batch_in_epoch + len(group)
+                if pool is not None and nxt < len(batches) and p.step + 1 < self.max_steps:
+                    ahead = (p.epoch, nxt, pool.submit(
+                        self._micro_batches, batches[nxt : nxt + cfg.optim.grad_accum], p.epoch))
+                data_wait += time.perf_counter() - t_data
+                loss, samples = self._step(micro, sum(len(g) for g in group))
                 p.batch_in_epoch += len(group)
                 p.step += 1
                 samples_since += samples
@@ -208,12 +223,15 @@ class Trainer:
                     now = time.perf_counter()
                     mean_loss = sum(losses) / len(losses)  # over the steps since the last log line
                     row = {"step": p.step, "epoch": p.epoch, "loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
-                           "samples_per_s": samples_since / (now - t_last), "time": time.time()}
-                    t_last, samples_since, losses = now, 0, []
+                           "samples_per_s": samples_since / (now - t_last),
+                           "data_wait_share": data_wait / (now - t_last), "time": time.time()}
+                    t_last, samples_since, losses, data_wait = now, 0, [], 0.0
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
                     _write(logf, row)
                 due = p.step % cfg.run.eval_every == 0 or p.step == self.max_steps
                 if self.dev_set and self.rank == 0 and due:  # other ranks would only repeat it
+                    if ahead is not None:
+                        ahead[2].exception()  # let the prefetch finish: the tokenizer is not shared across threads
                     metrics = dev_metrics(self, self.dev_set)
                     _write(logf, {"step": p.step, **metrics})
                     score = metrics.get("dev_wer", metrics["dev_loss"])
@@ -226,6 +244,8 @@ class Trainer:
                     self.save("last", with_state=True)
             if p.batch_in_epoch >= len(batches):
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         bar.close()
         if logf:
             logf.close()
@@ -253,10 +273,13 @@ class Trainer:
         _write(logf, {"step": self.progress.step, "time_budget_s": self.cfg.run.time_budget_s,
                       "seconds_per_step": per_step, "max_steps": steps_total})
 
-    def _step(self, group: list[list[int]], epoch: int) -> tuple[float, int]:
-        """One optimizer step over ``grad_accum`` global batches; returns mean token loss."""
-        parts = [b[self.rank :: self.world] for b in group]  # a rank may get nothing from a small batch
-        micro = [self.make_batch([self.train_set[i] for i in idx], epoch, train=True) for idx in parts if idx]
+    def _micro_batches(self, group: list[list[int]], epoch: int) -> list[dict[str, Any]]:
+        """This rank's share of ``grad_accum`` global batches (a rank may get nothing from a small one)."""
+        parts = [b[self.rank :: self.world] for b in group]
+        return [self.make_batch([self.train_set[i] for i in idx], epoch, train=True) for idx in parts if idx]
+
+    def _step(self, micro: list[dict[str, Any]], samples: int) -> tuple[float, int]:
+        """One optimizer step over this rank's micro-batches; returns mean token loss."""
         tokens = torch.tensor(float(sum(len(a) for m in micro for a in m["answer_ids"])), device=self.device)
         if self.world > 1:
             dist.all_reduce(tokens)
@@ -278,7 +301,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total_loss / float(tokens), sum(len(g) for g in group)
+        return total_loss / float(tokens), samples
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

@@ -62,9 +62,10 @@ def stage_data(xfer: Path, work: Path, jobs: int, extra: list[str]) -> None:
     t1 = time.time()
     result = build_synth_set(texts, VOICES, work / "data" / "synth_train", jobs=jobs, exclude_eval=False)
     print(f"synth: {len(result.cuts)} clips ({result.failed} failed) in {time.time() - t1:.0f} s", flush=True)
-    t2 = time.time()
     cfg = load_config(TrainConfig, CONFIG, overrides(work, [f"run.cache_workers={jobs}", *extra]))
-    print("cache:", train(cfg, cache_only=True), f"in {time.time() - t2:.0f} s", flush=True)
+    if cfg.data.cache_encoder:  # otherwise the encoder runs on the GPU each step
+        t2 = time.time()
+        print("cache:", train(cfg, cache_only=True), f"in {time.time() - t2:.0f} s", flush=True)
     print("torch", torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 
 
