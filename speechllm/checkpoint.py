@@ -45,9 +45,12 @@ def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = No
     return directory
 
 
-def write_checkpoint(model, folder: Path, dtype: torch.dtype | None = None) -> None:
-    """Write config, saved weights and metadata into an existing folder."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.saved_state_dict().items()}
+def write_checkpoint(model, folder: Path, dtype: torch.dtype | None = None,
+                     state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write config, saved weights and metadata into an existing folder (``state``: the saved weights
+    already gathered, e.g. from a sharded model; default ``model.saved_state_dict()``)."""
+    state = model.saved_state_dict() if state is None else state
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_yaml(model.config, folder / CONFIG_FILE)
@@ -78,9 +81,10 @@ def load_checkpoint(directory: str | Path, overrides: list[str] | None = None):
     return model
 
 
-def load_saved_weights(model, directory: str | Path) -> None:
+def load_saved_weights(model, directory: str | Path, copy=None) -> None:
     """Load a checkpoint's saved weights (connector, LoRA, unfrozen parts) into ``model``, after
-    checking that they are exactly the ones its config saves, with the same shapes."""
+    checking that they are exactly the ones its config saves, with the same shapes.  ``copy(model,
+    state)`` puts them in place (default ``load_state_dict``; a sharded model passes its own)."""
     directory = Path(directory)
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
@@ -95,5 +99,8 @@ def load_saved_weights(model, directory: str | Path) -> None:
     for name, tensor in state.items():
         if own[name].shape != tensor.shape:
             raise ConfigError(f"{directory}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(own[name].shape)}")
+    if copy is not None:
+        copy(model, state)
+        return
     with torch.no_grad():
         model.load_state_dict(state, strict=False)

@@ -116,23 +116,47 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_dirs, manifest):
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
 
 
-def test_torchrun_two_processes_match_one(tmp_path, tiny_dirs, manifest):
-    """Waveform noise is on here, so this also covers the uncached path; noise is keyed by example."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory, tiny_dirs, manifest):
+    """4 steps in one process; waveform noise is on, so the uncached path is covered too (noise is keyed by
+    example, so it does not depend on how the batch is split)."""
+    one = tmp_path_factory.mktemp("one")
     proc = run_cli("train", str(write_config(one, tiny_dirs, manifest, max_steps=4, dropout=0.0, noise_prob=0.5)))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    cfg2 = write_config(two, tiny_dirs, manifest, max_steps=4, dropout=0.0, noise_prob=0.5)  # dropout masks differ by split
+    return final_params(one / "run")
+
+
+def torchrun(cfg: Path, *args: str, port: int) -> None:
     # per-rank batch limits are halved so the global batch is the same as the single run's
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "speechllm", "train", str(cfg2), "data.max_batch_seconds=1.0", "data.max_batch_size=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "speechllm", "train", str(cfg), "data.max_batch_seconds=1.0", "data.max_batch_size=2", *args]
     res = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    a, b = final_params(one / "run"), final_params(two / "run")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_torchrun_two_processes_match_one(tmp_path, tiny_dirs, manifest, one_process_run):
+    cfg = write_config(tmp_path, tiny_dirs, manifest, max_steps=4, dropout=0.0, noise_prob=0.5)  # dropout masks differ by split
+    torchrun(cfg, port=29531)
+    b = final_params(tmp_path / "run")
+    for k, v in one_process_run.items():
+        torch.testing.assert_close(v, b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_fsdp_under_torchrun_matches_one_process_across_a_resume(tmp_path, tiny_dirs, manifest, one_process_run):
+    """run.parallel=fsdp: the LLM's and encoder's blocks are sharded over 2 processes.  Two steps, stop,
+    resume for two more (the warmup covers the first two, so the shorter first schedule changes nothing):
+    the gathered weights and optimizer state survive the resume, and the result equals one process."""
+    cfg = write_config(tmp_path, tiny_dirs, manifest, max_steps=4, dropout=0.0, noise_prob=0.5)
+    torchrun(cfg, "run.parallel=fsdp", "optim.max_steps=2", port=29533)
+    state = torch.load(tmp_path / "run" / "last" / "train_state.pt", weights_only=True)
+    assert state["progress"]["step"] == 2 and "optimizer_by_name" in state
+    torchrun(cfg, "run.parallel=fsdp", "--resume", port=29535)
+    b = final_params(tmp_path / "run")
+    assert b.keys() == one_process_run.keys()
+    for k, v in one_process_run.items():
+        torch.testing.assert_close(v, b[k], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("recipes/**/config.yaml")),

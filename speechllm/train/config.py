@@ -61,6 +61,7 @@ class RunConfig:
     calibrate_steps: int = 30
     cache_workers: int = 0  # processes preparing encoder-cache inputs (audio, features); 0: in-process
     ddp_backend: str = "gloo"
+    parallel: str = "ddp"  # under torchrun: "ddp" (replicated model) or "fsdp" (transformer blocks sharded)
     prefetch: bool = False  # assemble the next step's batches in a thread while this step runs (GPU)
 
 

@@ -76,6 +76,9 @@ class Trainer:
         _seed_everything(config.run.seed)
         self.augmenter = Augmenter(config.data.augment)
         self.progress = Progress()
+        if config.run.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"run.parallel must be 'ddp' or 'fsdp', not {config.run.parallel!r}")
+        self.fsdp = config.run.parallel == "fsdp" and self.world > 1
         if cache_only:  # the encoder alone: no LLM, no optimizer
             self.model = None
             self.train_set, self.dev_set = self._read_data()
@@ -84,13 +87,19 @@ class Trainer:
         self.model = SpeechLLM(config.model).to(self.device)
         if config.run.init_from:
             self._init_from(Path(config.run.init_from))
+        self.train_set, self.dev_set = self._read_data()
+        self.cache = self._make_cache(self.model.encoder)  # before sharding: ranks encode different clips
+        if self.fsdp:
+            from speechllm.train.fsdp import shard_model
+
+            log.info("FSDP: %d transformer blocks sharded over %d processes",
+                     shard_model(self.model, self.device, self.world), self.world)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optim
-        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                           foreach=False if self.fsdp else None)  # sharded and plain tensors mix
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, o, self.progress.max_steps))
-        self.train_set, self.dev_set = self._read_data()
-        self.cache = self._make_cache(self.model.encoder)
 
     def _init_from(self, folder: Path) -> None:
         """Start from a checkpoint's saved weights (a warm start; optimizer and schedule begin anew)."""
@@ -151,13 +160,24 @@ class Trainer:
 
     # ---- state -------------------------------------------------------------------------------
     def save(self, name: str, with_state: bool) -> None:
+        """Rank 0 writes; under FSDP every rank must call this (the weights are gathered first)."""
+        weights = optimizer = None
+        if self.fsdp:
+            from speechllm.train.fsdp import full_saved_state, optimizer_state
+
+            weights = full_saved_state(self.model)
+            optimizer = optimizer_state(self.model, self.optimizer) if with_state else None
         if self.rank != 0:
             return
         with atomic_directory(self.out / name) as tmp:
-            write_checkpoint(self.model, tmp)
+            write_checkpoint(self.model, tmp, state=weights)
             if with_state:
-                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                            "progress": vars(self.progress), "rng": _rng_state()}, tmp / STATE_FILE)
+                state = {"scheduler": self.scheduler.state_dict(), "progress": vars(self.progress), "rng": _rng_state()}
+                if self.fsdp:
+                    state["optimizer_by_name"] = optimizer  # full state keyed by parameter name
+                else:
+                    state["optimizer"] = self.optimizer.state_dict()
+                torch.save(state, tmp / STATE_FILE)
 
     def resume(self) -> bool:
         from speechllm.checkpoint import load_saved_weights
@@ -167,8 +187,21 @@ class Trainer:
             log.warning("nothing to resume in %s; starting fresh", folder)
             return False
         state = torch.load(folder / STATE_FILE, weights_only=True)
-        load_saved_weights(self.model, folder)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from speechllm.train.fsdp import load_full_state, load_optimizer_state
+
+            load_saved_weights(self.model, folder, copy=load_full_state)
+            if "optimizer_by_name" not in state:
+                raise ValueError(f"{folder}: saved by a run.parallel=ddp run; resume it with run.parallel=ddp")
+            load_optimizer_state(self.model, self.optimizer, state["optimizer_by_name"])
+        else:
+            load_saved_weights(self.model, folder)
+            if "optimizer_by_name" in state:  # written by an FSDP run: keyed by parameter name
+                from speechllm.train.fsdp import load_optimizer_state
+
+                load_optimizer_state(self.model, self.optimizer, state["optimizer_by_name"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
         _set_rng_state(state["rng"])
@@ -229,16 +262,22 @@ class Trainer:
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
                     _write(logf, row)
                 due = p.step % cfg.run.eval_every == 0 or p.step == self.max_steps
-                if self.dev_set and self.rank == 0 and due:  # other ranks would only repeat it
+                # other ranks would only repeat it, except under FSDP where each holds a shard of the model
+                if self.dev_set and (self.rank == 0 or self.fsdp) and due:
                     if ahead is not None:
                         ahead[2].exception()  # let the prefetch finish: the tokenizer is not shared across threads
                     metrics = dev_metrics(self, self.dev_set)
                     _write(logf, {"step": p.step, **metrics})
                     score = metrics.get("dev_wer", metrics["dev_loss"])
+                    if self.fsdp:  # rank 0's score decides for all, so all join the gather in save()
+                        shared = torch.tensor([float(score)], dtype=torch.float64, device=self.device)
+                        dist.broadcast(shared, 0)
+                        score = float(shared)
                     if score < p.best_metric:
                         p.best_metric = score
                         self.save("best", with_state=False)
-                    _plot(self.out)
+                    if self.rank == 0:
+                        _plot(self.out)
                     self.model.train()
                 if p.step % cfg.run.save_every == 0 or p.step == self.max_steps:
                     self.save("last", with_state=True)
@@ -274,30 +313,50 @@ class Trainer:
                       "seconds_per_step": per_step, "max_steps": steps_total})
 
     def _micro_batches(self, group: list[list[int]], epoch: int) -> list[dict[str, Any]]:
-        """This rank's share of ``grad_accum`` global batches (a rank may get nothing from a small one)."""
-        parts = [b[self.rank :: self.world] for b in group]
-        return [self.make_batch([self.train_set[i] for i in idx], epoch, train=True) for idx in parts if idx]
+        """This rank's share of ``grad_accum`` global batches.  A rank may get nothing from a small
+        batch; under FSDP it must still run the forward and backward passes (they gather the shards
+        with the other ranks), so it runs one example of the batch with zero weight."""
+        micro = []
+        for b in group:
+            idx = b[self.rank :: self.world]
+            if idx:
+                micro.append(self.make_batch([self.train_set[i] for i in idx], epoch, train=True))
+            elif self.fsdp:
+                micro.append({**self.make_batch([self.train_set[b[0]]], epoch, train=True), "weight": 0.0})
+        return micro
 
     def _step(self, micro: list[dict[str, Any]], samples: int) -> tuple[float, int]:
         """One optimizer step over this rank's micro-batches; returns mean token loss."""
-        tokens = torch.tensor(float(sum(len(a) for m in micro for a in m["answer_ids"])), device=self.device)
+        tokens = torch.tensor(float(sum(len(a) for m in micro if m.get("weight", 1.0) for a in m["answer_ids"])),
+                              device=self.device)
         if self.world > 1:
             dist.all_reduce(tokens)
         total_loss = 0.0
         for batch in micro:
             loss_sum, _ = self.model.answer_loss(batch)
+            loss_sum = loss_sum * batch.get("weight", 1.0)
             (loss_sum / tokens).backward()
             total_loss += float(loss_sum.detach())
         if self.world > 1:
-            for param in self.params:  # sum, not mean: each rank already divided by the global count
-                if param.grad is None:
-                    param.grad = torch.zeros_like(param)
-                dist.all_reduce(param.grad)
+            if self.fsdp:  # FSDP reduce-scattered its shards' gradients during backward
+                from speechllm.train.fsdp import all_reduce_replicated_grads
+
+                all_reduce_replicated_grads(self.params)
+            else:
+                for param in self.params:  # sum, not mean: each rank already divided by the global count
+                    if param.grad is None:
+                        param.grad = torch.zeros_like(param)
+                    dist.all_reduce(param.grad)
             reduced = torch.tensor(total_loss, device=self.device)
             dist.all_reduce(reduced)
             total_loss = float(reduced)
         if self.cfg.optim.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_norm)
+            if self.fsdp:
+                from speechllm.train.fsdp import clip_grad_norm
+
+                clip_grad_norm(self.params, self.cfg.optim.clip_norm)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,8 @@
 * synthetic speech: natural training sentences from shared/data/tts_text (evaluation
   sentences removed), each spoken by one of the training voices in rotation; flite:awb is
   held out of training for the unseen-voice test.
+* validation set: --val-sentences sentences of the tts_text *val* split (no training sentence), spoken by
+  the training voices in rotation — for choosing between checkpoints (runs/data/synth_val); never trained on.
 * synthetic test set: --test-sentences LibriSpeech test-clean transcripts (a fixed random
   subset) spoken by the held-out voice flite:awb — evaluation only.
 Outputs under runs/data/ (git-ignored); re-runs synthesize only what is missing.
@@ -28,6 +30,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=12000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--test-sentences", type=int, default=300)
+    parser.add_argument("--val-sentences", type=int, default=300)
     parser.add_argument("--out", default="runs/data")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -35,6 +38,10 @@ def main() -> None:
     texts = load_texts("train")
     random.Random(0).shuffle(texts)  # mix LibriTTS / LJ / VCTK sentences before taking a prefix
     build_synth_set(texts[: args.sentences], list(TRAIN_VOICES), f"{args.out}/synth_train", jobs=args.jobs)
+    val = load_texts("val")
+    random.Random(0).shuffle(val)
+    build_synth_set(val[: args.val_sentences], list(TRAIN_VOICES), f"{args.out}/synth_val", jobs=args.jobs,
+                    split="val")
     lines = (shared_data_dir() / "librispeech_test_transcripts" / "test-clean.trans.txt").read_text().splitlines()
     test = [line.split(" ", 1)[1] for line in lines if " " in line]
     random.Random(0).shuffle(test)
