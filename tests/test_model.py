@@ -181,3 +181,13 @@ def test_dotted_overrides_reach_nested_fields(tiny_dirs, tmp_path):
                     f"llm: {{type: hf, model: {tiny_dirs['llm']}}}\n")
     cfg = load_config(SpeechLLMConfig, path, ["connector.type=mlp", "connector.stack=3", "prompt.system=Hi"])
     assert (cfg.connector.type, cfg.connector.stack, cfg.prompt.system) == ("mlp", 3, "Hi")
+
+
+def test_generation_stops_at_the_chat_templates_turn_tokens(model):
+    """EOS, and every special token a rendered chat contains (ChatML: <|im_start|>, <|im_end|>), end an
+    answer: a model that opens a new turn instead of emitting EOS stops there too."""
+    tok = model.llm.tokenizer
+    stops = model.llm.eos_token_ids
+    assert set(tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])) <= set(stops)
+    assert tok.convert_tokens_to_ids("<|endoftext|>") not in stops  # not in the template: padding only
+    assert tok.eos_token_id in stops

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 NAME = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: special tokens pinned to the GGUF's own ids
 
 
 def gguf_path() -> Path:
@@ -50,9 +50,29 @@ def ensure_smollm2(cache: Path | None = None) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
+    _pin_special_tokens(source, tokenizer, model)
     with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "speechllm-cache-version").write_text(CACHE_VERSION)
     log.info("dequantized %s into %s in %.1f s", source.name, target, time.perf_counter() - start)
     return target
+
+
+def _pin_special_tokens(source: Path, tokenizer, model) -> None:
+    """Set BOS/EOS/PAD from the GGUF's own metadata (``tokenizer.ggml.*_token_id``), not from whatever a
+    transformers version's GGUF converter infers: a checkpoint trained where EOS came out as another
+    token learns to end its answers with that token."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(source)).fields
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    for role in ("bos", "eos", "padding"):
+        field = fields.get(f"tokenizer.ggml.{role}_token_id")
+        if field is None:
+            continue
+        token_id = int(field.parts[field.data[0]][0])
+        name = "pad" if role == "padding" else role
+        setattr(tokenizer, f"{name}_token", vocab[token_id])
+        setattr(model.config, f"{name}_token_id", token_id)
+        setattr(model.generation_config, f"{name}_token_id", token_id)

@@ -40,6 +40,7 @@ class HFCausalLM(nn.Module):
         )
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._stop_ids: list[int] | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -51,11 +52,17 @@ class HFCausalLM(nn.Module):
 
     @property
     def eos_token_ids(self) -> list[int]:
-        """Tokens that end an answer: the tokenizer's EOS plus the generation config's."""
-        ids = {self.tokenizer.eos_token_id}
-        gen = self.model.generation_config.eos_token_id
-        ids.update(gen if isinstance(gen, list) else [gen])
-        return sorted(i for i in ids if i is not None)
+        """Tokens that end an answer: the tokenizer's EOS, the generation config's, and the special
+        tokens the chat template puts at turn boundaries (an answer never contains one: a model that
+        emits ``<|im_start|>`` is opening the next turn, e.g. one trained where a converter mapped EOS
+        to another token)."""
+        if self._stop_ids is None:
+            ids = {self.tokenizer.eos_token_id}
+            gen = self.model.generation_config.eos_token_id
+            ids.update(gen if isinstance(gen, list) else [gen])
+            ids.update(chat_template_special_ids(self.tokenizer))
+            self._stop_ids = sorted(i for i in ids if i is not None)
+        return self._stop_ids
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
@@ -83,6 +90,21 @@ class HFCausalLM(nn.Module):
             pad_token_id=self.tokenizer.pad_token_id,
             **kwargs,
         )
+
+
+def chat_template_special_ids(tokenizer) -> set[int]:
+    """Ids of the special tokens that a rendered two-turn chat contains (ChatML's <|im_start|> and
+    <|im_end|>, Llama 3's header and <|eot_id|> tokens, ...); empty without a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return set()
+    chat = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    try:
+        rendered = tokenizer.apply_chat_template(chat, tokenize=False)
+    except Exception:  # a template that needs other roles or fields: keep the EOS-only rule
+        return set()
+    special = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    special |= set(tokenizer.all_special_tokens)
+    return {tokenizer.convert_tokens_to_ids(t) for t in special if t and t in rendered}
 
 
 @LLMS.register("hf", HFCausalLMConfig)
