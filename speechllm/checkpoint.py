@@ -51,6 +51,11 @@ def write_checkpoint(model, folder: Path, dtype: torch.dtype | None = None,
     already gathered, e.g. from a sharded model; default ``model.saved_state_dict()``)."""
     state = model.saved_state_dict() if state is None else state
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    seen: set[int] = set()
+    for k, v in state.items():  # tied weights (embeddings = LM head) share storage: safetensors wants copies
+        if v.data_ptr() in seen:
+            state[k] = v.clone()
+        seen.add(v.data_ptr())
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_yaml(model.config, folder / CONFIG_FILE)

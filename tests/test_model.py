@@ -191,3 +191,18 @@ def test_generation_stops_at_the_chat_templates_turn_tokens(model):
     assert set(tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])) <= set(stops)
     assert tok.convert_tokens_to_ids("<|endoftext|>") not in stops  # not in the template: padding only
     assert tok.eos_token_id in stops
+
+
+def test_full_fine_tuning_checkpoint_with_tied_embeddings_round_trips(tiny_dirs, tmp_path):
+    """The LLM unfrozen: its tied input embedding and LM head are saved (as two copies) and load back tied."""
+    torch.manual_seed(0)
+    model = SpeechLLM(tiny_config(tiny_dirs, trainable={"llm": True})).eval()
+    lm = model.llm.model
+    assert lm.get_input_embeddings().weight is lm.get_output_embeddings().weight
+    with torch.no_grad():
+        lm.get_input_embeddings().weight.add_(0.01 * torch.randn_like(lm.get_input_embeddings().weight))
+    model.save_pretrained(tmp_path / "ck")
+    twin = SpeechLLM.from_pretrained(tmp_path / "ck").eval()
+    torch.testing.assert_close(twin.llm.model.get_output_embeddings().weight, lm.get_output_embeddings().weight)
+    batch = model.make_batch(CLIPS[:2], answers=["x y", "z"])
+    torch.testing.assert_close(twin(batch).loss, model(batch).loss, atol=0, rtol=0)

@@ -33,10 +33,23 @@ def gguf_path() -> Path:
 
 def ensure_smollm2(cache: Path | None = None) -> Path:
     """Dequantize the bundled GGUF into ``cache/smollm2-135m-instruct`` once; return the folder."""
+    import fcntl
+
     target = (cache or cache_dir()) / NAME
     marker = target / "speechllm-cache-version"
     if marker.exists() and marker.read_text().strip() == CACHE_VERSION:
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # one conversion at a time: a second process would otherwise replace the folder under the first's reader
+    with open(target.parent / f".{NAME}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text().strip() == CACHE_VERSION:
+            return target  # converted by the process we waited for
+        _convert(target)
+    return target
+
+
+def _convert(target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,7 +69,6 @@ def ensure_smollm2(cache: Path | None = None) -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / "speechllm-cache-version").write_text(CACHE_VERSION)
     log.info("dequantized %s into %s in %.1f s", source.name, target, time.perf_counter() - start)
-    return target
 
 
 def _pin_special_tokens(source: Path, tokenizer, model) -> None:

@@ -224,6 +224,7 @@ class Trainer:
         self.model.train()
         t_last, samples_since, losses = time.perf_counter(), 0, []
         t_start, start_step = t_last, p.step
+        t_half = t_start
         pool = ThreadPoolExecutor(1) if cfg.run.prefetch else None
         ahead: tuple | None = None  # (epoch, batch position, future of the step's micro-batches)
         data_wait = 0.0
@@ -249,8 +250,12 @@ class Trainer:
                 samples_since += samples
                 losses.append(loss)
                 bar.update(1)
+                if p.step - start_step == cfg.run.calibrate_steps // 2:
+                    t_half = time.perf_counter()  # the first half warms up (allocator, kernels, caches)
                 if p.step - start_step == cfg.run.calibrate_steps and cfg.run.time_budget_s > 0 and not p.max_steps:
-                    self._fit_time_budget(time.perf_counter() - t_start, p.step - start_step, logf)
+                    now = time.perf_counter()
+                    per_step = (now - t_half) / (cfg.run.calibrate_steps - cfg.run.calibrate_steps // 2)
+                    self._fit_time_budget(now - t_start, per_step, logf)
                     bar.total = self.max_steps
                 if p.step % cfg.run.log_every == 0 or p.step == self.max_steps:
                     now = time.perf_counter()
@@ -295,11 +300,10 @@ class Trainer:
     def max_steps(self) -> int:
         return self.progress.max_steps or self.cfg.optim.max_steps
 
-    def _fit_time_budget(self, elapsed: float, steps: int, logf) -> None:
+    def _fit_time_budget(self, elapsed: float, per_step: float, logf) -> None:
         """Shrink the schedule so training ends within ``run.time_budget_s`` (wall time from the
-        first step; evaluations and saves come on top).  Decided once, saved with the state, so a
-        resumed run keeps the same schedule."""
-        per_step = elapsed / steps
+        first step; evaluations and saves come on top), at the step time of the second half of the
+        calibration steps.  Decided once, saved with the state, so a resumed run keeps the same schedule."""
         fits = self.progress.step + int((self.cfg.run.time_budget_s - elapsed) / per_step)
         steps_total = max(self.progress.step + 1, min(self.cfg.optim.max_steps, fits))
         if self.world > 1:  # every rank must stop at the same step
