@@ -49,20 +49,48 @@ def run(config: Path, parallel: str, port: int) -> dict:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     launcher = psutil.Process(proc.pid)
-    peaks: dict[int, float] = {}
+    samples: list[tuple[float, int, float]] = []  # (wall time, pid, RSS MiB)
     while proc.poll() is None:
         try:
             for child in launcher.children(recursive=True):
-                rss = child.memory_info().rss / 2**20
-                peaks[child.pid] = max(peaks.get(child.pid, 0.0), rss)
+                samples.append((time.time(), child.pid, child.memory_info().rss / 2**20))
         except psutil.Error:
             pass
         time.sleep(0.1)
     out = proc.stdout.read()
     if proc.returncode != 0:
         raise SystemExit(f"{parallel} failed:\n{out[-4000:]}")
+    # the training phase ends with the last step's log row; the final checkpoint (gathered under FSDP) follows
+    rows = [json.loads(line) for line in (config.parent / parallel / "log.jsonl").read_text().splitlines()]
+    end = max(r["time"] for r in rows if "loss" in r)
+
+    def peaks(until: float) -> list[float]:
+        best: dict[int, float] = {}
+        for t, pid, rss in samples:
+            if t <= until:
+                best[pid] = max(best.get(pid, 0.0), rss)
+        return sorted(round(v, 1) for v in best.values())[-2:]  # the two ranks (the launcher is small)
+
+    def after_steps() -> list[float]:
+        """RSS just after each optimizer step (activations freed: weights, gradients, AdamW state), per
+        rank, the largest over the steps after the first."""
+        best: dict[int, float] = {}
+        for step_end in sorted(r["time"] for r in rows if "loss" in r)[1:]:
+            for t, pid, rss in samples:
+                if step_end <= t <= step_end + 0.3:
+                    best[pid] = max(best.get(pid, 0.0), rss)
+        return sorted(round(v, 1) for v in best.values())[-2:]
+
+    t0 = samples[0][0] if samples else 0.0
+    trace: dict[int, dict[int, float]] = {}  # pid -> {second: max RSS}
+    for t, pid, rss in samples:
+        second = int(t - t0)
+        trace.setdefault(pid, {})[second] = max(trace.get(pid, {}).get(second, 0.0), round(rss))
+    step_times = [round(r["time"] - t0, 1) for r in rows if "loss" in r]
     return {"parallel": parallel, "wall_s": time.perf_counter() - start,
-            "peak_rss_mib_per_process": sorted(round(v, 1) for v in peaks.values())[-2:]}
+            "peak_rss_mib_training": peaks(end), "rss_mib_after_step": after_steps(), "peak_rss_mib_with_save": peaks(float("inf")),
+            "step_end_s": step_times, "rss_trace_mib_per_s": [list(v.values()) for v in trace.values()
+                                                             if max(v.values()) > 1000]}
 
 
 def main() -> None:
@@ -95,10 +123,13 @@ def main() -> None:
               "torch": torch.__version__, "clips": args.clips, "steps": args.steps, "processes": 2,
               "saved_tensors": len(a), "max_abs_weight_diff_ddp_vs_fsdp": diff, "runs": results}
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    lines = ["| parallel | peak RSS per process (MiB) | wall s | losses |", "|---|---|---|---|"]
+    lines = ["| parallel | RSS after a step, per process (MiB) | peak RSS, training (MiB) | incl. final save (MiB) "
+             "| wall s | losses |", "|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['parallel']} | {', '.join(f'{v:.0f}' for v in r['peak_rss_mib_per_process'])} | "
-                     f"{r['wall_s']:.0f} | {', '.join(f'{v:.4f}' for v in r['losses'])} |")
+        lines.append(f"| {r['parallel']} | {', '.join(f'{v:.0f}' for v in r['rss_mib_after_step'])} | "
+                     f"{', '.join(f'{v:.0f}' for v in r['peak_rss_mib_training'])} | "
+                     f"{', '.join(f'{v:.0f}' for v in r['peak_rss_mib_with_save'])} | {r['wall_s']:.0f} | "
+                     f"{', '.join(f'{v:.4f}' for v in r['losses'])} |")
     lines.append(f"\nmax |w_ddp - w_fsdp| over {len(a)} saved tensors after {args.steps} steps: {diff:.2e}")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

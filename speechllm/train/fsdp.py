@@ -92,13 +92,15 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
     return total
 
 
-def full_saved_state(model) -> dict[str, torch.Tensor]:
-    """The model's saved weights as full CPU tensors (a collective: every rank must call it)."""
+def full_saved_state(model, keep: bool = True) -> dict[str, torch.Tensor]:
+    """The model's saved weights as full CPU tensors (a collective: every rank must call it; ranks that
+    do not write pass ``keep=False`` and hold one gathered tensor at a time)."""
     out = {}
     for name, value in model.saved_state_dict().items():
         if isinstance(value, DTensor):
             value = value.full_tensor()
-        out[name] = value.detach().cpu()
+        if keep:
+            out[name] = value.detach().cpu()
     return out
 
 

@@ -165,7 +165,7 @@ class Trainer:
         if self.fsdp:
             from speechllm.train.fsdp import full_saved_state, optimizer_state
 
-            weights = full_saved_state(self.model)
+            weights = full_saved_state(self.model, keep=self.rank == 0)
             optimizer = optimizer_state(self.model, self.optimizer) if with_state else None
         if self.rank != 0:
             return
