@@ -127,18 +127,21 @@ def one_process_run(tmp_path_factory, tiny_dirs, manifest):
     return final_params(one / "run")
 
 
-def torchrun(cfg: Path, *args: str, port: int) -> None:
+def torchrun(cfg: Path, *args: str, port: int) -> str:
     # per-rank batch limits are halved so the global batch is the same as the single run's
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "speechllm", "train", str(cfg), "data.max_batch_seconds=1.0", "data.max_batch_size=2", *args]
     res = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
 
 
 def test_torchrun_two_processes_match_one(tmp_path, tiny_dirs, manifest, one_process_run):
     cfg = write_config(tmp_path, tiny_dirs, manifest, max_steps=4, dropout=0.0, noise_prob=0.5)  # dropout masks differ by split
-    torchrun(cfg, port=29531)
+    out = torchrun(cfg, port=29531)
+    results = [line for line in out.splitlines() if line.startswith("{") and '"best"' in line]
+    assert len(results) == 2 and len(set(results)) == 1, out[-2000:]  # both ranks know the best dev score
     b = final_params(tmp_path / "run")
     for k, v in one_process_run.items():
         torch.testing.assert_close(v, b[k], atol=1e-5, rtol=1e-4)

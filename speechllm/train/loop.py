@@ -268,14 +268,16 @@ class Trainer:
                     _write(logf, row)
                 due = p.step % cfg.run.eval_every == 0 or p.step == self.max_steps
                 # other ranks would only repeat it, except under FSDP where each holds a shard of the model
-                if self.dev_set and (self.rank == 0 or self.fsdp) and due:
-                    if ahead is not None:
-                        ahead[2].exception()  # let the prefetch finish: the tokenizer is not shared across threads
-                    metrics = dev_metrics(self, self.dev_set)
-                    _write(logf, {"step": p.step, **metrics})
-                    score = metrics.get("dev_wer", metrics["dev_loss"])
-                    if self.fsdp:  # rank 0's score decides for all, so all join the gather in save()
-                        shared = torch.tensor([float(score)], dtype=torch.float64, device=self.device)
+                if self.dev_set and due:
+                    score = None
+                    if self.rank == 0 or self.fsdp:
+                        if ahead is not None:
+                            ahead[2].exception()  # let the prefetch finish: the tokenizer is not shared across threads
+                        metrics = dev_metrics(self, self.dev_set)
+                        _write(logf, {"step": p.step, **metrics})
+                        score = metrics.get("dev_wer", metrics["dev_loss"])
+                    if self.world > 1:  # rank 0's score decides for all (under FSDP all join save's gather)
+                        shared = torch.tensor([float(score or 0.0)], dtype=torch.float64, device=self.device)
                         dist.broadcast(shared, 0)
                         score = float(shared)
                     if score < p.best_metric:
