@@ -49,8 +49,7 @@ class WhisperAudioEncoder(AudioEncoder):
     def prepare(self, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel per clip (no 30 s padding), zero-padded to the longest: (B, n_mels, F).  On a GPU
         encoder the STFT runs there (the CPU front end would otherwise bound a training step)."""
-        device = self.model.conv1.weight.device
-        return whisper_log_mel(self.feature_extractor, waveforms, device if device.type != "cpu" else None)
+        return whisper_log_mel(self.feature_extractor, waveforms, self.model.conv1.weight.device)
 
     def preparer(self):
         return functools.partial(whisper_log_mel, self.feature_extractor)
@@ -91,31 +90,13 @@ class WhisperAudioEncoder(AudioEncoder):
         return self.selector(outputs), lengths
 
 
-def whisper_log_mel(feature_extractor, waveforms: list[np.ndarray],
+def whisper_log_mel(fe, waveforms: list[np.ndarray],
                     device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-mel per clip, each cut to its real length, zero-padded to the longest: (B, n_mels, F).
-
-    ``device``: compute on that (CUDA) device with the same operations as transformers' torch
-    front end, and return the features there."""
-    if device is not None:
-        return _log_mel_on(feature_extractor, waveforms, device)
-    hop = feature_extractor.hop_length
-    mels = []
-    for wave in waveforms:
-        feats = feature_extractor(
-            wave, sampling_rate=feature_extractor.sampling_rate, padding="longest", truncation=False,
-            return_tensors="pt"
-        ).input_features[0]  # (n_mels, F)
-        mels.append(feats[:, : len(wave) // hop])
-    longest = max(m.shape[1] for m in mels)
-    batch = torch.zeros(len(mels), mels[0].shape[0], longest)
-    for i, m in enumerate(mels):
-        batch[i, :, : m.shape[1]] = m
-    return batch, torch.tensor([len(w) for w in waveforms])
-
-
-def _log_mel_on(fe, waveforms: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """transformers' ``_torch_extract_fbank_features`` per clip (its own max for the -8 floor), on ``device``."""
+    """Log-mel per clip, each cut to its real length, zero-padded to the longest: (B, n_mels, F), on
+    ``device`` (default the CPU).  The operations of transformers' torch front end
+    (``_torch_extract_fbank_features``, each clip with its own max for the -8 floor), without its
+    round trip through NumPy; its ``dither`` (0 for Whisper checkpoints) is not applied."""
+    device = device or torch.device("cpu")
     window = torch.hann_window(fe.n_fft, device=device)
     filters = torch.from_numpy(fe.mel_filters).to(device, torch.float32).T
     lengths = [len(w) for w in waveforms]

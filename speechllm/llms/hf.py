@@ -3,6 +3,7 @@ name — as a Speech-LLM back-end (``type: hf``)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,6 @@ class HFCausalLM(nn.Module):
         )
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._stop_ids: list[int] | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -50,19 +50,17 @@ class HFCausalLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
-    @property
+    @functools.cached_property
     def eos_token_ids(self) -> list[int]:
         """Tokens that end an answer: the tokenizer's EOS, the generation config's, and the special
         tokens the chat template puts at turn boundaries (an answer never contains one: a model that
         emits ``<|im_start|>`` is opening the next turn, e.g. one trained where a converter mapped EOS
         to another token)."""
-        if self._stop_ids is None:
-            ids = {self.tokenizer.eos_token_id}
-            gen = self.model.generation_config.eos_token_id
-            ids.update(gen if isinstance(gen, list) else [gen])
-            ids.update(chat_template_special_ids(self.tokenizer))
-            self._stop_ids = sorted(i for i in ids if i is not None)
-        return self._stop_ids
+        ids = {self.tokenizer.eos_token_id}
+        gen = self.model.generation_config.eos_token_id
+        ids.update(gen if isinstance(gen, list) else [gen])
+        ids.update(chat_template_special_ids(self.tokenizer))
+        return sorted(i for i in ids if i is not None)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)

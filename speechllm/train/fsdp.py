@@ -60,7 +60,8 @@ def is_sharded(param: torch.Tensor) -> bool:
 
 
 def all_reduce_replicated_grads(params: list[nn.Parameter]) -> None:
-    """Sum the gradients of the parameters FSDP does not manage (its own are reduce-scattered)."""
+    """Sum the gradients of the parameters FSDP does not manage (its own are reduce-scattered during
+    backward) — under plain data parallelism, all of them."""
     for param in params:
         if is_sharded(param):
             continue

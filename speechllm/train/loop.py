@@ -33,6 +33,8 @@ from speechllm.paths import atomic_directory
 from speechllm.registry import ENCODERS
 from speechllm.train.config import Schedule, TrainConfig
 from speechllm.data.augment import Augmenter
+from speechllm.train.fsdp import (all_reduce_replicated_grads, clip_grad_norm, full_saved_state, load_full_state,
+                                  load_optimizer_state, optimizer_state, shard_model)
 from speechllm.train.data import (EncoderCache, Example, WaveMaker, cache_key, load_example_audio, make_batches,
                                   read_examples, split_dev)
 
@@ -90,8 +92,6 @@ class Trainer:
         self.train_set, self.dev_set = self._read_data()
         self.cache = self._make_cache(self.model.encoder)  # before sharding: ranks encode different clips
         if self.fsdp:
-            from speechllm.train.fsdp import shard_model
-
             log.info("FSDP: %d transformer blocks sharded over %d processes",
                      shard_model(self.model, self.device, self.world), self.world)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -163,8 +163,6 @@ class Trainer:
         """Rank 0 writes; under FSDP every rank must call this (the weights are gathered first)."""
         weights = optimizer = None
         if self.fsdp:
-            from speechllm.train.fsdp import full_saved_state, optimizer_state
-
             weights = full_saved_state(self.model, keep=self.rank == 0)
             optimizer = optimizer_state(self.model, self.optimizer) if with_state else None
         if self.rank != 0:
@@ -187,21 +185,13 @@ class Trainer:
             log.warning("nothing to resume in %s; starting fresh", folder)
             return False
         state = torch.load(folder / STATE_FILE, weights_only=True)
-        if self.fsdp:
-            from speechllm.train.fsdp import load_full_state, load_optimizer_state
-
-            load_saved_weights(self.model, folder, copy=load_full_state)
-            if "optimizer_by_name" not in state:
-                raise ValueError(f"{folder}: saved by a run.parallel=ddp run; resume it with run.parallel=ddp")
+        load_saved_weights(self.model, folder, copy=load_full_state if self.fsdp else None)
+        if "optimizer_by_name" in state:  # written by an FSDP run: keyed by parameter name
             load_optimizer_state(self.model, self.optimizer, state["optimizer_by_name"])
+        elif self.fsdp:
+            raise ValueError(f"{folder}: saved by a run.parallel=ddp run; resume it with run.parallel=ddp")
         else:
-            load_saved_weights(self.model, folder)
-            if "optimizer_by_name" in state:  # written by an FSDP run: keyed by parameter name
-                from speechllm.train.fsdp import load_optimizer_state
-
-                load_optimizer_state(self.model, self.optimizer, state["optimizer_by_name"])
-            else:
-                self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
         _set_rng_state(state["rng"])
@@ -344,22 +334,12 @@ class Trainer:
             (loss_sum / tokens).backward()
             total_loss += float(loss_sum.detach())
         if self.world > 1:
-            if self.fsdp:  # FSDP reduce-scattered its shards' gradients during backward
-                from speechllm.train.fsdp import all_reduce_replicated_grads
-
-                all_reduce_replicated_grads(self.params)
-            else:
-                for param in self.params:  # sum, not mean: each rank already divided by the global count
-                    if param.grad is None:
-                        param.grad = torch.zeros_like(param)
-                    dist.all_reduce(param.grad)
+            all_reduce_replicated_grads(self.params)  # sum, not mean: each rank divided by the global count
             reduced = torch.tensor(total_loss, device=self.device)
             dist.all_reduce(reduced)
             total_loss = float(reduced)
         if self.cfg.optim.clip_norm > 0:
             if self.fsdp:
-                from speechllm.train.fsdp import clip_grad_norm
-
                 clip_grad_norm(self.params, self.cfg.optim.clip_norm)
             else:
                 torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_norm)
