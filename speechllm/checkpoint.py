@@ -86,10 +86,13 @@ def load_checkpoint(directory: str | Path, overrides: list[str] | None = None):
     return model
 
 
-def load_saved_weights(model, directory: str | Path, copy=None) -> None:
+def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: bool = False) -> list[str]:
     """Load a checkpoint's saved weights (connector, LoRA, unfrozen parts) into ``model``, after
     checking that they are exactly the ones its config saves, with the same shapes.  ``copy(model,
-    state)`` puts them in place (default ``load_state_dict``; a sharded model passes its own)."""
+    state)`` puts them in place (default ``load_state_dict``; a sharded model passes its own).
+    ``new_lora_ok``: the model may have LoRA weights the checkpoint lacks (a warm start that adds
+    LoRA to more modules); they keep their initialisation (B = 0: no change to the function).
+    Returns the names of those kept weights."""
     directory = Path(directory)
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
@@ -97,6 +100,8 @@ def load_saved_weights(model, directory: str | Path, copy=None) -> None:
         raise ConfigError(f"{directory / WEIGHTS_FILE}: unreadable weights ({err})") from None
     expected = set(model.saved_state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    kept = [k for k in missing if new_lora_ok and "lora_" in k]
+    missing = [k for k in missing if k not in kept]
     if missing or unexpected:
         raise ConfigError(f"{directory}: weights do not match the config (missing {missing[:5]}, "
                           f"unexpected {unexpected[:5]})")
@@ -106,6 +111,7 @@ def load_saved_weights(model, directory: str | Path, copy=None) -> None:
             raise ConfigError(f"{directory}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(own[name].shape)}")
     if copy is not None:
         copy(model, state)
-        return
+        return kept
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
+    return kept

@@ -246,3 +246,15 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_one_that_does_not_fit(tm
                         [f"run.init_from={tmp_path / 'run' / 'last'}", "model.connector.stack=3"])
     with pytest.raises(ValueError, match="do not fit"):
         Trainer(wrong)
+    # LoRA on more modules than the checkpoint has: refused unless run.init_new_lora, then the new
+    # adapters start as a zero update (the function is the checkpoint's) and the old ones are loaded
+    wider = [f"run.init_from={tmp_path / 'run' / 'last'}", "model.llm_lora.target_modules=[q_proj,v_proj,up_proj]"]
+    with pytest.raises(ValueError, match="do not fit"):
+        Trainer(load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest), wider))
+    grown = Trainer(load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest), [*wider, "run.init_new_lora=true"]))
+    state = grown.model.state_dict()
+    new = [k for k in grown.model.saved_state_dict() if k not in saved]
+    assert new and all("up_proj.lora_" in k for k in new)
+    assert all(state[k].abs().sum() == 0 for k in new if "lora_B" in k)
+    for k, v in saved.items():
+        torch.testing.assert_close(state[k], v)

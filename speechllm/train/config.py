@@ -56,6 +56,7 @@ class RunConfig:
     eval_decode_items: int = 50  # greedy-decode this many dev clips for WER at each eval
     threads: int = 0  # 0: torch's default
     init_from: str = ""  # a checkpoint folder whose saved weights (connector, LoRA, ...) start this run
+    init_new_lora: bool = False  # init_from may lack LoRA weights this config adds (they start as a zero update)
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
     time_budget_s: float = 0.0  # > 0: after calibrate_steps, shrink max_steps to what fits this wall time
     calibrate_steps: int = 30

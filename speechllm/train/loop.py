@@ -106,10 +106,11 @@ class Trainer:
         from speechllm.checkpoint import load_saved_weights
 
         try:
-            load_saved_weights(self.model, folder)
+            kept = load_saved_weights(self.model, folder, new_lora_ok=self.cfg.run.init_new_lora)
         except ValueError as err:
             raise ValueError(f"run.init_from={folder}: weights that do not fit this model's config ({err})") from None
-        log.info("initialised the saved weights from %s", folder)
+        log.info("initialised the saved weights from %s%s", folder,
+                 f" ({len(kept)} new LoRA weights start from their initialisation)" if kept else "")
 
     # ---- data ---------------------------------------------------------------------------
     def _read_data(self) -> tuple[list[Example], list[Example]]:

@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 CONFIG = "recipes/asr/slam_tiny/config_gpu.yaml"
-VOICES = ["flite:kal", "flite:slt", "flite:rms", "espeak:en-us", "espeak:en+f3", "espeak:en+m3", "espeak:en-us+f2"]
+VOICE_SETS = {
+    # session 3: sentence i spoken by voice i mod 7
+    "s3": ["flite:kal", "flite:slt", "flite:rms", "espeak:en-us", "espeak:en+f3", "espeak:en+m3", "espeak:en-us+f2"],
+    # session 4: 12 slots, half flite (closer to natural speech), half espeak-ng variants incl. British RP and
+    # Caribbean English, in an order that gives most sentences another voice than in s3 (no Scottish voice:
+    # the held-out flite:awb is Scottish-accented)
+    "wide": ["flite:slt", "espeak:en-us+m1", "flite:rms", "espeak:en-gb-x-rp", "flite:kal", "espeak:en+f4",
+             "flite:slt", "espeak:en-029", "flite:rms", "espeak:en-us+f2", "flite:kal", "espeak:en+m3"],
+}
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 START = time.time()
 
@@ -28,7 +36,7 @@ def overrides(work: Path, extra: list[str]) -> list[str]:
             f"run.out_dir={work / 'run'}", "run.device=cuda", *extra]
 
 
-def stage_data(xfer: Path, work: Path, jobs: int, extra: list[str]) -> None:
+def stage_data(xfer: Path, work: Path, jobs: int, voices: list[str], extra: list[str]) -> None:
     import soundfile as sf
     import torch
     from safetensors.torch import load_file, save_file
@@ -60,7 +68,7 @@ def stage_data(xfer: Path, work: Path, jobs: int, extra: list[str]) -> None:
     with gzip.open(xfer / "sentences.txt.gz", "rt") as f:
         texts = [line.strip() for line in f if line.strip()]
     t1 = time.time()
-    result = build_synth_set(texts, VOICES, work / "data" / "synth_train", jobs=jobs, exclude_eval=False)
+    result = build_synth_set(texts, voices, work / "data" / "synth_train", jobs=jobs, exclude_eval=False)
     print(f"synth: {len(result.cuts)} clips ({result.failed} failed) in {time.time() - t1:.0f} s", flush=True)
     cfg = load_config(TrainConfig, CONFIG, overrides(work, [f"run.cache_workers={jobs}", *extra]))
     if cfg.data.cache_encoder:  # otherwise the encoder runs on the GPU each step
@@ -108,12 +116,13 @@ def main() -> None:
     parser.add_argument("--xfer", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/root/w"))
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--voices", choices=sorted(VOICE_SETS), default="wide", help="data: the voice rotation")
     parser.add_argument("--deadline-s", type=float, default=0.0, help="train: end this long after start")
     args, extra = parser.parse_known_args()  # the rest: dotted config overrides
     args.overrides = extra
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.stage == "data":
-        stage_data(args.xfer, args.work, args.jobs, args.overrides)
+        stage_data(args.xfer, args.work, args.jobs, VOICE_SETS[args.voices], args.overrides)
     else:
         stage_train(args.xfer, args.work, args.deadline_s, args.overrides)
 
