@@ -206,12 +206,42 @@ def test_time_budget_shrinks_the_schedule_and_resume_keeps_it(tmp_path, tiny_dir
     result = trainer.train()
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     budget = [r for r in rows if "time_budget_s" in r]
-    assert len(budget) == 1 and 3 < budget[0]["max_steps"] < 10_000
-    assert result["step"] == budget[0]["max_steps"] == trainer.progress.max_steps
+    assert budget and budget[0]["step"] == 3 and 3 < budget[-1]["max_steps"] < 10_000
+    assert [r["step"] for r in budget] == [3 * 2**i for i in range(len(budget))]  # re-fitted at 3, 6, 12, ...
+    assert all(2 * r["step"] < r["max_steps"] for r in budget[:-1])  # ... while in the schedule's first half
+    assert result["step"] == budget[-1]["max_steps"] == trainer.progress.max_steps
     # the cosine schedule was re-planned for the shorter run: the last step's lr is the floor
     assert lr_factor(result["step"], cfg.optim, trainer.progress.max_steps) == pytest.approx(cfg.optim.min_lr_ratio)
     state = torch.load(tmp_path / "run" / "last" / "train_state.pt", weights_only=True)
     assert state["progress"]["max_steps"] == result["step"]
+
+
+def test_time_budget_refit_recovers_from_slow_first_steps(tmp_path, tiny_dirs, manifest, monkeypatch):
+    """Steps that are slow only at first (a GPU warming up) must not shorten the whole schedule: the
+    re-fits at 2x, 4x ... the calibration steps use the recent step time, and the run fills its budget."""
+    import json
+
+    from speechllm.config import load_config
+    from speechllm.train import TrainConfig
+    from speechllm.train.loop import Trainer
+
+    cfg = load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest, max_steps=10_000),
+                      ["run.time_budget_s=8", "run.calibrate_steps=4", "run.eval_every=100000", "run.save_every=100000"])
+    trainer = Trainer(cfg)
+    step = trainer._step
+
+    def warming_step(*args):
+        time.sleep(0.4 if trainer.progress.step < 4 else 0.0)  # the calibration window is slow
+        return step(*args)
+
+    monkeypatch.setattr(trainer, "_step", warming_step)
+    t0 = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - t0
+    budget = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "time_budget_s" in r]
+    assert len(budget) >= 2 and budget[0]["seconds_per_step"] > 2 * budget[-1]["seconds_per_step"]
+    assert result["step"] == budget[-1]["max_steps"] > 2 * budget[0]["max_steps"]
+    assert 0.6 * 8 < wall < 8 + 4  # the budget was used, not a fraction of it
 
 
 def test_cache_only_builds_every_clip_and_speed_without_the_llm(tmp_path, tiny_dirs, manifest, monkeypatch):

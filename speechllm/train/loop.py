@@ -216,6 +216,11 @@ class Trainer:
         t_last, samples_since, losses = time.perf_counter(), 0, []
         t_start, start_step = t_last, p.step
         t_half = t_start
+        # time budget: fitted after calibrate_steps, then re-fitted after 2x, 4x, ... as many steps while in
+        # the schedule's first half (a GPU's early steps are slow: allocator, kernel choice per new shape).
+        # Only the process that starts the schedule fits it; a resumed run keeps the one it saved.
+        fit_at, fitting = cfg.run.calibrate_steps, cfg.run.time_budget_s > 0 and not p.max_steps
+        t_mark, mark_step, aside, aside_mark = t_start, start_step, 0.0, 0.0  # aside: evaluation and save time
         pool = ThreadPoolExecutor(1) if cfg.run.prefetch else None
         ahead: tuple | None = None  # (epoch, batch position, future of the step's micro-batches)
         data_wait = 0.0
@@ -242,12 +247,15 @@ class Trainer:
                 losses.append(loss)
                 bar.update(1)
                 if p.step - start_step == cfg.run.calibrate_steps // 2:
-                    t_half = time.perf_counter()  # the first half warms up (allocator, kernels, caches)
-                if p.step - start_step == cfg.run.calibrate_steps and cfg.run.time_budget_s > 0 and not p.max_steps:
+                    t_half = t_mark = time.perf_counter()  # the first half warms up (allocator, kernels, caches)
+                    mark_step, aside_mark = p.step, aside
+                if fitting and p.step - start_step == fit_at:
                     now = time.perf_counter()
-                    per_step = (now - t_half) / (cfg.run.calibrate_steps - cfg.run.calibrate_steps // 2)
-                    self._fit_time_budget(now - t_start, per_step, logf)
+                    per_step = (now - t_mark - (aside - aside_mark)) / (p.step - mark_step)
+                    self._fit_time_budget(now - t_start - aside, per_step, logf)
                     bar.total = self.max_steps
+                    t_mark, mark_step, aside_mark, fit_at = now, p.step, aside, 2 * fit_at
+                    fitting = 2 * p.step < self.max_steps
                 if p.step % cfg.run.log_every == 0 or p.step == self.max_steps:
                     now = time.perf_counter()
                     mean_loss = sum(losses) / len(losses)  # over the steps since the last log line
@@ -259,6 +267,7 @@ class Trainer:
                     _write(logf, row)
                 due = p.step % cfg.run.eval_every == 0 or p.step == self.max_steps
                 # other ranks would only repeat it, except under FSDP where each holds a shard of the model
+                t_aside = time.perf_counter()
                 if self.dev_set and due:
                     score = None
                     if self.rank == 0 or self.fsdp:
@@ -279,6 +288,7 @@ class Trainer:
                     self.model.train()
                 if p.step % cfg.run.save_every == 0 or p.step == self.max_steps:
                     self.save("last", with_state=True)
+                aside += time.perf_counter() - t_aside
             if p.batch_in_epoch >= len(batches):
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
         if pool is not None:
@@ -294,9 +304,10 @@ class Trainer:
         return self.progress.max_steps or self.cfg.optim.max_steps
 
     def _fit_time_budget(self, elapsed: float, per_step: float, logf) -> None:
-        """Shrink the schedule so training ends within ``run.time_budget_s`` (wall time from the
-        first step; evaluations and saves come on top), at the step time of the second half of the
-        calibration steps.  Decided once, saved with the state, so a resumed run keeps the same schedule."""
+        """Size the schedule so training ends within ``run.time_budget_s`` (wall time of the training
+        steps from the first; evaluations and saves come on top) at ``per_step``, the step time of the
+        latest window (the second half of the calibration steps, then the steps since the last fit).
+        Saved with the state, so a resumed run keeps the same schedule."""
         fits = self.progress.step + int((self.cfg.run.time_budget_s - elapsed) / per_step)
         steps_total = max(self.progress.step + 1, min(self.cfg.optim.max_steps, fits))
         if self.world > 1:  # every rank must stop at the same step
