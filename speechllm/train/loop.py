@@ -215,12 +215,12 @@ class Trainer:
         self.model.train()
         t_last, samples_since, losses = time.perf_counter(), 0, []
         t_start, start_step = t_last, p.step
-        t_half = t_start
         # time budget: fitted after calibrate_steps, then re-fitted after 2x, 4x, ... as many steps while in
         # the schedule's first half (a GPU's early steps are slow: allocator, kernel choice per new shape).
         # Only the process that starts the schedule fits it; a resumed run keeps the one it saved.
         fit_at, fitting = cfg.run.calibrate_steps, cfg.run.time_budget_s > 0 and not p.max_steps
-        t_mark, mark_step, aside, aside_mark = t_start, start_step, 0.0, 0.0  # aside: evaluation and save time
+        aside = 0.0  # seconds spent in evaluations and saves: not training time
+        mark = (start_step, 0.0)  # (step, training seconds) the next fit measures its step time from
         pool = ThreadPoolExecutor(1) if cfg.run.prefetch else None
         ahead: tuple | None = None  # (epoch, batch position, future of the step's micro-batches)
         data_wait = 0.0
@@ -246,15 +246,13 @@ class Trainer:
                 samples_since += samples
                 losses.append(loss)
                 bar.update(1)
-                if p.step - start_step == cfg.run.calibrate_steps // 2:
-                    t_half = t_mark = time.perf_counter()  # the first half warms up (allocator, kernels, caches)
-                    mark_step, aside_mark = p.step, aside
+                if p.step - start_step == cfg.run.calibrate_steps // 2:  # the first half warms up
+                    mark = (p.step, time.perf_counter() - t_start - aside)
                 if fitting and p.step - start_step == fit_at:
-                    now = time.perf_counter()
-                    per_step = (now - t_mark - (aside - aside_mark)) / (p.step - mark_step)
-                    self._fit_time_budget(now - t_start - aside, per_step, logf)
+                    trained = time.perf_counter() - t_start - aside
+                    self._fit_time_budget(trained, (trained - mark[1]) / (p.step - mark[0]), logf)
                     bar.total = self.max_steps
-                    t_mark, mark_step, aside_mark, fit_at = now, p.step, aside, 2 * fit_at
+                    mark, fit_at = (p.step, trained), 2 * fit_at
                     fitting = 2 * p.step < self.max_steps
                 if p.step % cfg.run.log_every == 0 or p.step == self.max_steps:
                     now = time.perf_counter()
