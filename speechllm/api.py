@@ -121,8 +121,9 @@ def generate(audio: AudioLike | Sequence[AudioLike], instructions: str | Sequenc
         instructions = [instructions] * len(clips)
     if len(instructions) != len(clips):
         raise ValueError(f"{len(instructions)} instructions for {len(clips)} clips")
-    options = decode_options(**decode)
     speech_model = load_model(model)
+    transcription = all(i is None for i in instructions)
+    options = model_decode_options(speech_model, transcription, **decode)
     out: list[str] = []
     for start in range(0, len(clips), batch_size):  # decode audio per batch: memory stays bounded
         waves = [load_audio(c, speech_model.sampling_rate) for c in clips[start : start + batch_size]]
@@ -144,6 +145,14 @@ def chat(audio: AudioLike | Sequence[AudioLike], prompt: str, *, model: str | Sp
     clips, single = _as_list(audio)
     texts = generate(clips, prompt, model=model, **kwargs)
     return texts[0] if single else texts
+
+
+def model_decode_options(speech_model: Any, transcription: bool = True, **decode: Any) -> DecodeOptions:
+    """Decoding options for ``speech_model``: for plain transcription (no instruction), the model's own
+    recommended ones (a Speech LLM checkpoint's ``decode:``, e.g. beam search with its CTC head) under
+    those given here; for instructions, the given ones over the defaults of :class:`DecodeOptions`."""
+    defaults = dict(getattr(speech_model, "decode_defaults", None) or {}) if transcription else {}
+    return decode_options(**{**defaults, **decode})
 
 
 def decode_options(**decode: Any) -> DecodeOptions:

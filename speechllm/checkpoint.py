@@ -86,12 +86,15 @@ def load_checkpoint(directory: str | Path, overrides: list[str] | None = None):
     return model
 
 
-def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: bool = False) -> list[str]:
+def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: bool = False,
+                       new_head_ok: bool = False) -> list[str]:
     """Load a checkpoint's saved weights (connector, LoRA, unfrozen parts) into ``model``, after
     checking that they are exactly the ones its config saves, with the same shapes.  ``copy(model,
     state)`` puts them in place (default ``load_state_dict``; a sharded model passes its own).
     ``new_lora_ok``: the model may have LoRA weights the checkpoint lacks (a warm start that adds
     LoRA to more modules); they keep their initialisation (B = 0: no change to the function).
+    ``new_head_ok``: a CTC head (``model.ctc_head``) that the checkpoint lacks altogether keeps its
+    initialisation (a warm start that adds one): it adds a loss and a decoding score, not a change to the model's function.
     Returns the names of those kept weights."""
     directory = Path(directory)
     try:
@@ -100,7 +103,8 @@ def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: boo
         raise ConfigError(f"{directory / WEIGHTS_FILE}: unreadable weights ({err})") from None
     expected = set(model.saved_state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    kept = [k for k in missing if new_lora_ok and "lora_" in k]
+    head_is_new = new_head_ok and not any(k.startswith("ctc_head.") for k in state)
+    kept = [k for k in missing if (new_lora_ok and "lora_" in k) or (head_is_new and k.startswith("ctc_head."))]
     missing = [k for k in missing if k not in kept]
     if missing or unexpected:
         raise ConfigError(f"{directory}: weights do not match the config (missing {missing[:5]}, "

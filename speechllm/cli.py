@@ -13,15 +13,18 @@ from pathlib import Path
 from speechllm.decoding import DecodeOptions
 
 
-def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field of ``cls``: ``max_new_tokens`` -> ``--max-new-tokens``."""
+def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, unset: bool = False) -> None:
+    """One flag per field of ``cls``: ``max_new_tokens`` -> ``--max-new-tokens``.  ``unset``: flags
+    not given are None (the model's own defaults then apply, see ``api.model_decode_options``)."""
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type).split(" |")[0]
+        default = None if unset else f.default
+        helptext = f"default: {f.default}" + (" or the model's own" if unset else "")
         if kind == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
         else:
-            p.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=f.default)
+            p.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=default, help=helptext)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -29,7 +32,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="named model, checkpoint folder or model YAML")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
-    _add_dataclass_flags(p, DecodeOptions)
+    _add_dataclass_flags(p, DecodeOptions, unset=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _decode_kwargs(args: argparse.Namespace) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeOptions)}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeOptions)}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -152,7 +156,7 @@ def _add_data_eval_parsers(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N utterances only")
     p.add_argument("--out", default=None, help="folder for results.json, results.md, hyps.tsv")
     p.add_argument("--batch-size", type=int, default=8)
-    _add_dataclass_flags(p, DecodeOptions)
+    _add_dataclass_flags(p, DecodeOptions, unset=True)
 
 
 def cmd_data(args: argparse.Namespace) -> None:

@@ -21,9 +21,14 @@ class DecodeOptions:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     use_cache: bool = True
+    # joint CTC / LLM decoding (Speech LLMs with a CTC head, speechllm.ctc): the weight of the
+    # CTC prefix score, and how many of the LLM's best next tokens it rescores per hypothesis
+    ctc_weight: float = 0.0
+    ctc_top_k: int = 8
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs = dataclasses.asdict(self)
+        kwargs.pop("ctc_weight"), kwargs.pop("ctc_top_k")  # speechllm's own, not transformers'
         if not self.do_sample:  # keep HF from warning about unused sampling knobs
             kwargs.pop("temperature"), kwargs.pop("top_p")
         return kwargs

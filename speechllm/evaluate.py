@@ -135,7 +135,8 @@ def evaluate(manifest: Any, model: Any = None, *, limit: int | None = None, out:
         **score([m["text"] for m in metas], hyps, [m["language"] for m in metas]),
         "load_seconds": round(load_s, 3), "decode_seconds": round(decode_s, 3), "rtf": decode_s / audio_s,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "batch_size": batch_size, "decode_options": dataclasses.asdict(api.decode_options(**decode)),
+        "batch_size": batch_size, "decode_options": dataclasses.asdict(api.model_decode_options(
+            speech_model, all(m.get("instruction") is None for m in metas), **decode)),
         "normalizer": "whisper-english (en) / whisper-basic (other languages)", "hardware": hardware(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }

@@ -28,6 +28,7 @@ from torch import nn
 
 from speechllm.connectors import ConnectorConfig
 from speechllm.connectors.linear import LinearConnectorConfig
+from speechllm.ctc import CTCHead, CTCHeadConfig, CTCPrefixLogitsProcessor, char_ids
 from speechllm.decoding import DecodeOptions
 from speechllm.encoders import EncoderConfig
 from speechllm.encoders.whisper import WhisperEncoderConfig
@@ -55,6 +56,8 @@ class TrainableConfig:
     encoder: bool = False
     connector: bool = True
     llm: bool = False
+    lora: bool = True  # the LoRA weights of llm_lora / encoder_lora (false: keep them as loaded)
+    ctc_head: bool = True
 
 
 @dataclass
@@ -66,6 +69,12 @@ class SpeechLLMConfig:
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     llm_lora: LoraConfig | None = None
     encoder_lora: LoraConfig | None = None
+    # a character CTC head on the encoder output: trained with an auxiliary loss, used by joint
+    # CTC / LLM decoding (``DecodeOptions.ctc_weight``; see speechllm.ctc)
+    ctc_head: CTCHeadConfig | None = None
+    # this checkpoint's recommended decoding for transcription (DecodeOptions fields, e.g.
+    # {num_beams: 4, ctc_weight: 0.1}); options given by the caller win (api.model_decode_options)
+    decode: dict[str, Any] = field(default_factory=dict)
 
 
 class SpeechLLM(nn.Module):
@@ -77,6 +86,8 @@ class SpeechLLM(nn.Module):
         self.connector = CONNECTORS.build(config.connector, input_dim=self.encoder.output_dim,
                                           output_dim=self.llm.hidden_size)
         self.prompt = PromptBuilder(self.llm.tokenizer, config.prompt)
+        self.ctc_head = CTCHead(self.encoder.output_dim, config.ctc_head) if config.ctc_head is not None else None
+        self._check_decode_defaults()
         self._apply_lora_and_trainable()
 
     # ---- parts and parameters -------------------------------------------------------
@@ -88,6 +99,8 @@ class SpeechLLM(nn.Module):
         self.encoder.model.requires_grad_(trainable.encoder)
         self.llm.model.requires_grad_(trainable.llm)
         self.connector.requires_grad_(trainable.connector)
+        if self.ctc_head is not None:
+            self.ctc_head.requires_grad_(trainable.ctc_head)
         for part, lora in ((self.llm.model, self.config.llm_lora), (self.encoder.model, self.config.encoder_lora)):
             if lora is not None:
                 peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
@@ -95,12 +108,30 @@ class SpeechLLM(nn.Module):
                 inject_adapter_in_model(peft_config, part)
         for name, param in self.named_parameters():
             if "lora_" in name:
-                param.requires_grad_(True)
+                param.requires_grad_(trainable.lora)
             adapter = "lora_" in name or not name.startswith(("encoder.model.", "llm.model."))
-            if adapter and param.requires_grad and param.dtype != torch.float32:
-                # trainable weights stay fp32 under a bf16 LLM: AdamW updates of ~1e-4 relative
-                # size vanish in bf16's 8-bit mantissa (peft computes LoRA in its weights' dtype)
+            if adapter and param.dtype != torch.float32:
+                # adapter weights stay fp32 under a bf16 LLM, trained or not: AdamW updates of ~1e-4
+                # relative size vanish in bf16's 8-bit mantissa, and a frozen LoRA loaded into bf16
+                # would be rounded (peft computes LoRA in its weights' dtype)
                 param.data = param.data.float()
+
+    def _check_decode_defaults(self) -> None:
+        import dataclasses
+
+        from speechllm.config import ConfigError
+
+        known = {f.name for f in dataclasses.fields(DecodeOptions)}
+        unknown = sorted(set(self.config.decode) - known)
+        if unknown:
+            raise ConfigError(f"decode: unknown decoding option(s) {unknown}; known: {sorted(known)}")
+        if self.config.decode.get("ctc_weight", 0) and self.ctc_head is None:
+            raise ConfigError("decode.ctc_weight needs a CTC head (model.ctc_head)")
+
+    @property
+    def decode_defaults(self) -> dict[str, Any]:
+        """The checkpoint's recommended decoding options for transcription (config ``decode``)."""
+        return dict(self.config.decode)
 
     def is_base_parameter(self, name: str) -> bool:
         """True for weights recoverable from the pretrained base models (not saved)."""
@@ -136,6 +167,7 @@ class SpeechLLM(nn.Module):
         if answers is not None:
             eos = self.llm.tokenizer.eos_token_id
             batch["answer_ids"] = [self.prompt.answer_ids(a, eos) for a in answers]
+            batch["answer_texts"] = list(answers)
         return batch
 
     def tokenize_prompts(self, n: int, instructions: Sequence[str | None] | None = None) -> dict[str, list]:
@@ -145,13 +177,19 @@ class SpeechLLM(nn.Module):
         segments = [self.prompt.segments(i) for i in instructions]
         return {"prefix_ids": [s[0] for s in segments], "suffix_ids": [s[1] for s in segments]}
 
+    def encoder_output(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's (B, T, D) output and (B,) lengths, or its cached output; computed once per
+        batch dict (the connector and the CTC head both read it)."""
+        device = self.device
+        if "encoder_hidden" not in batch:
+            hidden, lengths = self.encoder(batch["features"].to(device), batch["sample_lengths"].to(device))
+            batch["encoder_hidden"], batch["encoder_lengths"] = hidden, lengths  # one batch, one graph
+            return hidden, lengths
+        return batch["encoder_hidden"].to(device), batch["encoder_lengths"].to(device)
+
     def encode_audio(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder (or its cached output) then connector: -> (B, N, H) embeddings, (B,) lengths."""
-        device = self.device
-        if "encoder_hidden" in batch:
-            hidden, lengths = batch["encoder_hidden"].to(device), batch["encoder_lengths"].to(device)
-        else:
-            hidden, lengths = self.encoder(batch["features"].to(device), batch["sample_lengths"].to(device))
+        hidden, lengths = self.encoder_output(batch)
         # the connector keeps its own (fp32) weights even under a bf16 LLM, so AdamW updates
         # are not lost to bf16 rounding; its output is cast to the LLM's dtype
         connector_dtype = next(self.connector.parameters()).dtype
@@ -220,6 +258,20 @@ class SpeechLLM(nn.Module):
         loss_sum = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
         return loss_sum, int(keep.sum())
 
+    def ctc_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """Summed CTC loss of the head over the answers' characters (``batch["answer_texts"]``) and
+        the character count; like :meth:`answer_loss`, trainers divide by the global count."""
+        if self.ctc_head is None:
+            raise ValueError("this model has no CTC head (config model.ctc_head)")
+        hidden, lengths = self.encoder_output(batch)
+        log_probs, out_lengths = self.ctc_head(hidden, lengths)
+        targets = [torch.tensor(char_ids(t), dtype=torch.long) for t in batch["answer_texts"]]
+        target_lengths = torch.tensor([len(t) for t in targets])
+        loss_sum = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets).to(log_probs.device),
+                                                out_lengths, target_lengths.to(log_probs.device), blank=0,
+                                                reduction="sum", zero_infinity=True)
+        return loss_sum, int(target_lengths.sum())
+
     @torch.no_grad()
     def generate_ids(self, batch: dict[str, Any], options: DecodeOptions | None = None,
                      streamer=None) -> torch.Tensor:
@@ -229,7 +281,16 @@ class SpeechLLM(nn.Module):
         prompt_only = {k: v for k, v in batch.items() if k != "answer_ids"}
         inputs = self.build_inputs(prompt_only, audio, audio_lengths, padding_side="left")
         inputs.pop("labels")  # generation needs no targets
-        return self.llm.generate(**inputs, streamer=streamer, **options.generate_kwargs())
+        kwargs = options.generate_kwargs()
+        if options.ctc_weight > 0:
+            if self.ctc_head is None:
+                raise ValueError("ctc_weight > 0 needs a model with a CTC head (config model.ctc_head)")
+            hidden, lengths = self.encoder_output(batch)
+            log_probs, ctc_lengths = self.ctc_head(hidden, lengths)
+            kwargs["logits_processor"] = [CTCPrefixLogitsProcessor(
+                log_probs.cpu(), ctc_lengths.cpu(), self.llm.tokenizer, options.ctc_weight,
+                num_beams=options.num_beams, top_k=options.ctc_top_k)]
+        return self.llm.generate(**inputs, streamer=streamer, **kwargs)
 
     def generate_from_batch(self, batch: dict[str, Any], options: DecodeOptions | None = None,
                             streamer=None) -> list[str]:

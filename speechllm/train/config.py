@@ -29,6 +29,7 @@ class DataConfig:
     min_seconds: float = 0.2
     max_seconds: float = 30.0
     cache_encoder: bool = True  # frozen encoder: compute its output once, reuse every epoch
+    cache_dir: str = ""  # where that cache lives (default: run.out_dir/encoder_cache); runs may share one
     # off unless the config asks: speeds (1.0,), no noise, no gain
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(speeds=(1.0,), noise_prob=0.0, gain_prob=0.0))
 
@@ -44,6 +45,11 @@ class OptimConfig:
     max_steps: int = 1000
     grad_accum: int = 1
     clip_norm: float = 1.0
+    # objective: llm_loss_weight * (LLM loss per answer token) + ctc_loss_weight * (CTC loss per
+    # character; only for a model with model.ctc_head).  llm_loss_weight 0 skips the LLM's passes:
+    # training a CTC head alone on a frozen encoder is then a fraction of a step's cost
+    llm_loss_weight: float = 1.0
+    ctc_loss_weight: float = 0.3
 
 
 @dataclass

@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from speechllm.checkpoint import write_checkpoint
 from speechllm.config import save_yaml, to_dict
+from speechllm.ctc import char_ids
 from speechllm.model import SpeechLLM
 from speechllm.paths import atomic_directory
 from speechllm.registry import ENCODERS
@@ -106,11 +107,11 @@ class Trainer:
         from speechllm.checkpoint import load_saved_weights
 
         try:
-            kept = load_saved_weights(self.model, folder, new_lora_ok=self.cfg.run.init_new_lora)
+            kept = load_saved_weights(self.model, folder, new_lora_ok=self.cfg.run.init_new_lora, new_head_ok=True)
         except ValueError as err:
             raise ValueError(f"run.init_from={folder}: weights that do not fit this model's config ({err})") from None
         log.info("initialised the saved weights from %s%s", folder,
-                 f" ({len(kept)} new LoRA weights start from their initialisation)" if kept else "")
+                 f" ({len(kept)} new LoRA / CTC-head weights start from their initialisation)" if kept else "")
 
     # ---- data ---------------------------------------------------------------------------
     def _read_data(self) -> tuple[list[Example], list[Example]]:
@@ -130,7 +131,8 @@ class Trainer:
         if not d.cache_encoder or m.trainable.encoder or m.encoder_lora is not None or self.augmenter.waveform_level:
             return None
         key = json.dumps(to_dict(m.encoder), sort_keys=True)
-        cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
+        root = Path(d.cache_dir) if d.cache_dir else self.out / "encoder_cache"
+        cache = EncoderCache(root, key, writer=str(self.rank))
         todo = [(cache_key(e.id, s), e, s) for e in self.train_set for s in d.augment.speeds]
         todo += [(cache_key(e.id, 1.0), e, 1.0) for e in self.dev_set]
         todo = [t for t in {t[0]: t for t in todo}.values() if t[0] not in cache.index]  # a repeated manifest: once
@@ -140,7 +142,7 @@ class Trainer:
                         workers=self.cfg.run.cache_workers, batch_size=32 if self.device.type == "cuda" else 8)
         if self.world > 1:
             dist.barrier()  # then re-read every rank's index
-            cache = EncoderCache(self.out / "encoder_cache", key, writer=str(self.rank))
+            cache = EncoderCache(root, key, writer=str(self.rank))
         return cache
 
     def make_batch(self, examples: list[Example], epoch: int, train: bool) -> dict[str, Any]:
@@ -150,6 +152,7 @@ class Trainer:
         batch = model.tokenize_prompts(len(examples), [e.instruction for e in examples])
         eos = model.llm.tokenizer.eos_token_id
         batch["answer_ids"] = [model.prompt.answer_ids(e.answer, eos) for e in examples]
+        batch["answer_texts"] = [e.answer for e in examples]
         if self.cache is not None:
             batch["encoder_hidden"], batch["encoder_lengths"] = self.cache.get(
                 [cache_key(e.id, s) for e, s in zip(examples, speeds)])
@@ -256,10 +259,14 @@ class Trainer:
                     fitting = 2 * p.step < self.max_steps
                 if p.step % cfg.run.log_every == 0 or p.step == self.max_steps:
                     now = time.perf_counter()
-                    mean_loss = sum(losses) / len(losses)  # over the steps since the last log line
+                    # means over the steps since the last log line; "loss" is the weighted objective
+                    mean_loss = sum(x["objective"] for x in losses) / len(losses)
                     row = {"step": p.step, "epoch": p.epoch, "loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
                            "samples_per_s": samples_since / (now - t_last),
                            "data_wait_share": data_wait / (now - t_last), "time": time.time()}
+                    if self.model.ctc_head is not None:
+                        row.update({f"{k}_loss": sum(x[k] for x in losses) / len(losses) for k in ("llm", "ctc")
+                                    if k in losses[0]})
                     t_last, samples_since, losses, data_wait = now, 0, [], 0.0
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_s']:.1f}")
                     _write(logf, row)
@@ -273,7 +280,7 @@ class Trainer:
                             ahead[2].exception()  # let the prefetch finish: the tokenizer is not shared across threads
                         metrics = dev_metrics(self, self.dev_set)
                         _write(logf, {"step": p.step, **metrics})
-                        score = metrics.get("dev_wer", metrics["dev_loss"])
+                        score = next(metrics[k] for k in ("dev_wer", "dev_loss", "dev_ctc_loss") if k in metrics)
                     if self.world > 1:  # rank 0's score decides for all (under FSDP all join save's gather)
                         shared = torch.tensor([float(score or 0.0)], dtype=torch.float64, device=self.device)
                         dist.broadcast(shared, 0)
@@ -331,23 +338,43 @@ class Trainer:
                 micro.append({**self.make_batch([self.train_set[b[0]]], epoch, train=True), "weight": 0.0})
         return micro
 
-    def _step(self, micro: list[dict[str, Any]], samples: int) -> tuple[float, int]:
-        """One optimizer step over this rank's micro-batches; returns mean token loss."""
-        tokens = torch.tensor(float(sum(len(a) for m in micro if m.get("weight", 1.0) for a in m["answer_ids"])),
-                              device=self.device)
+    def loss_weights(self) -> tuple[float, float]:
+        """(LLM, CTC) weights of the objective; CTC only for a model with a CTC head."""
+        o = self.cfg.optim
+        ctc = o.ctc_loss_weight if self.model.ctc_head is not None else 0.0
+        if o.llm_loss_weight <= 0 and ctc <= 0:
+            raise ValueError("optim.llm_loss_weight and optim.ctc_loss_weight leave nothing to train "
+                             "(a CTC loss needs model.ctc_head)")
+        return o.llm_loss_weight, ctc
+
+    def _step(self, micro: list[dict[str, Any]], samples: int) -> tuple[dict[str, float], int]:
+        """One optimizer step over this rank's micro-batches; returns the mean losses (LLM per
+        token, CTC per character, and the weighted objective)."""
+        w_llm, w_ctc = self.loss_weights()
+        live = [m for m in micro if m.get("weight", 1.0)]
+        counts = torch.tensor([float(sum(len(a) for m in live for a in m["answer_ids"])),
+                               float(sum(len(char_ids(t)) for m in live for t in m["answer_texts"]))
+                               if w_ctc else 0.0], device=self.device)
         if self.world > 1:
-            dist.all_reduce(tokens)
-        total_loss = 0.0
+            dist.all_reduce(counts)
+        tokens, chars = counts[0].clamp(min=1), counts[1].clamp(min=1)
+        sums = torch.zeros(2, dtype=torch.float64)
         for batch in micro:
-            loss_sum, _ = self.model.answer_loss(batch)
-            loss_sum = loss_sum * batch.get("weight", 1.0)
-            (loss_sum / tokens).backward()
-            total_loss += float(loss_sum.detach())
+            weight = batch.get("weight", 1.0)
+            objective = 0.0
+            if w_llm:
+                loss_sum, _ = self.model.answer_loss(batch)
+                objective = objective + w_llm * weight * loss_sum / tokens
+                sums[0] += float(loss_sum.detach()) * weight
+            if w_ctc:
+                ctc_sum, _ = self.model.ctc_loss(batch)
+                objective = objective + w_ctc * weight * ctc_sum / chars
+                sums[1] += float(ctc_sum.detach()) * weight
+            objective.backward()
         if self.world > 1:
             all_reduce_replicated_grads(self.params)  # sum, not mean: each rank divided by the global count
-            reduced = torch.tensor(total_loss, device=self.device)
-            dist.all_reduce(reduced)
-            total_loss = float(reduced)
+            sums = sums.to(self.device)
+            dist.all_reduce(sums)
         if self.cfg.optim.clip_norm > 0:
             if self.fsdp:
                 clip_grad_norm(self.params, self.cfg.optim.clip_norm)
@@ -356,7 +383,13 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total_loss / float(tokens), samples
+        losses = {}
+        if w_llm:
+            losses["llm"] = float(sums[0]) / float(tokens)
+        if w_ctc:
+            losses["ctc"] = float(sums[1]) / float(chars)
+        losses["objective"] = w_llm * losses.get("llm", 0.0) + w_ctc * losses.get("ctc", 0.0)
+        return losses, samples
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

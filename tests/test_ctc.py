@@ -1,0 +1,155 @@
+"""CTC head and joint CTC / LLM decoding: the prefix scorer's probabilities, decoding that follows
+the head, training the head alone on a frozen model, and checkpoints that carry it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from speechllm.ctc import CHAR_INDEX, CHARS, CTCPrefixScorer, char_ids, greedy_chars, to_chars
+from speechllm.decoding import DecodeOptions
+from speechllm.model import SpeechLLM
+from tests.conftest import tone
+from tests.test_model import tiny_config
+
+HEAD = {"dim": 16, "layers": 1, "heads": 2, "stack": 2, "dropout": 0.0}
+
+
+def test_to_chars_keeps_letters_digits_apostrophes():
+    assert to_chars("It's 21st-Century, café!") == "it's 21st century cafe"
+    assert char_ids("a b") == [CHAR_INDEX["a"], CHAR_INDEX[" "], CHAR_INDEX["b"]]
+
+
+def test_prefix_scorer_matches_ctc_loss_and_prefix_probabilities_add_up():
+    torch.manual_seed(0)
+    log_probs = torch.randn(7, len(CHARS)).log_softmax(-1)
+    scorer = CTCPrefixScorer(log_probs)
+    for s in ["a", "ab", "aa", "ba b", "abc"]:  # "aa": a repeated label needs a blank between
+        target = torch.tensor([char_ids(s)])
+        exact = -torch.nn.functional.ctc_loss(log_probs[:, None], target, torch.tensor([7]), torch.tensor([len(s)]),
+                                              reduction="sum")
+        assert scorer.full_score(s) == pytest.approx(float(exact), abs=1e-4)
+    assert scorer.full_score("") == pytest.approx(float(log_probs[:, 0].sum()), abs=1e-6)
+    # P(starts with s) = P(is s) + sum over c of P(starts with s + c)
+    for s in ["", "a", "ab"]:
+        total = math.exp(scorer.full_score(s)) + sum(math.exp(v) for v in scorer.prefix_scores([s + c for c in CHARS[1:]]))
+        assert math.exp(scorer.prefix_scores([s])[0]) == pytest.approx(total, rel=1e-6)
+
+
+def peaked(text: str, frames_per_char: int = 3) -> torch.Tensor:
+    """CTC log-probs that spell ``text`` with near certainty (each char, then a blank)."""
+    ids = []
+    for i in char_ids(text):
+        ids += [i] * (frames_per_char - 1) + [0]
+    lp = torch.full((len(ids), len(CHARS)), -12.0)
+    lp[torch.arange(len(ids)), torch.tensor(ids)] = 0.0
+    return lp.log_softmax(-1)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_joint_decoding_follows_a_confident_ctc_head(tiny_dirs, monkeypatch, num_beams):
+    torch.manual_seed(0)
+    model = SpeechLLM(tiny_config(tiny_dirs, ctc_head=HEAD)).eval()
+    wanted = ["hello world", "the lazy dog"]
+    lps = [peaked(t) for t in wanted]
+    lengths = torch.tensor([lp.shape[0] for lp in lps])
+    padded = torch.nn.utils.rnn.pad_sequence(lps, batch_first=True)
+    monkeypatch.setattr(model.ctc_head, "forward", lambda hidden, n: (padded, lengths))
+    clips = [tone(1.0, seed=0), tone(0.7, seed=1)]
+    plain = model.generate(clips, options=DecodeOptions(max_new_tokens=20, num_beams=num_beams))
+    assert [to_chars(t) for t in plain] != wanted  # the random LLM alone says something else
+    vocab = len(model.llm.tokenizer)
+    joint = model.generate(clips, options=DecodeOptions(max_new_tokens=20, num_beams=num_beams, ctc_weight=0.9,
+                                                        ctc_top_k=vocab))
+    assert [to_chars(t) for t in joint] == wanted
+    with pytest.raises(ValueError, match="CTC head"):
+        SpeechLLM(tiny_config(tiny_dirs)).generate(clips, options=DecodeOptions(ctc_weight=0.5))
+
+
+def test_train_the_ctc_head_alone_on_a_trained_model(tmp_path, tiny_dirs):
+    """llm_loss_weight 0 + frozen connector and LoRA: only the head changes; a warm start may add
+    a head the checkpoint lacks; dev metrics report the head's loss and WER; the saved checkpoint
+    decodes jointly."""
+    from speechllm.config import load_config
+    from speechllm.train import TrainConfig
+    from speechllm.train.loop import Trainer
+    from tests.test_train import write_config, write_manifest
+
+    manifest = write_manifest(tmp_path)
+    Trainer(load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest, max_steps=2))).train()
+    base = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    head_only = [f"run.init_from={tmp_path / 'run' / 'last'}", f"run.out_dir={tmp_path / 'head'}",
+                 "model.ctc_head.dim=16", "model.ctc_head.heads=2", "model.ctc_head.layers=1",
+                 "model.trainable.connector=false", "model.trainable.lora=false",
+                 "optim.llm_loss_weight=0", "optim.ctc_loss_weight=1", "data.augment.speeds=[1.0]"]
+    trainer = Trainer(load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest, max_steps=6), head_only))
+    assert {n.split(".")[0] for n, p in trainer.model.named_parameters() if p.requires_grad} == {"ctc_head"}
+    start = {k: v.clone() for k, v in trainer.model.ctc_head.state_dict().items()}
+    trainer.train()
+    saved = load_file(str(tmp_path / "head" / "last" / "model.safetensors"))
+    for k, v in base.items():
+        torch.testing.assert_close(saved[k], v)
+    assert any(not torch.equal(saved[f"ctc_head.{k}"], v) for k, v in start.items())
+    rows = [json.loads(line) for line in (tmp_path / "head" / "log.jsonl").read_text().splitlines()]
+    assert any("ctc_loss" in r and "llm_loss" not in r for r in rows)
+    dev = [r for r in rows if "dev_ctc_loss" in r]
+    assert dev and "dev_loss" not in dev[0] and "dev_ctc_wer" in dev[0]
+    model = SpeechLLM.from_pretrained(tmp_path / "head" / "last").eval()
+    out = model.generate([tone(0.8)], options=DecodeOptions(max_new_tokens=6, ctc_weight=0.3))
+    assert len(out) == 1 and isinstance(out[0], str)
+    # the head is trained with the LLM too (the default objective: LLM loss + 0.3 x CTC loss)
+    both = Trainer(load_config(TrainConfig, write_config(tmp_path, tiny_dirs, manifest, max_steps=2),
+                               [f"run.out_dir={tmp_path / 'both'}", "model.ctc_head.dim=16", "model.ctc_head.heads=2"]))
+    both.train()
+    rows = [json.loads(line) for line in (tmp_path / "both" / "log.jsonl").read_text().splitlines()]
+    step = next(r for r in rows if "ctc_loss" in r)
+    assert step["loss"] == pytest.approx(step["llm_loss"] + 0.3 * step["ctc_loss"], rel=1e-5)
+
+
+def test_greedy_chars_collapses_repeats_and_blanks():
+    lp = peaked("see you")
+    assert greedy_chars(lp[None], torch.tensor([lp.shape[0]])) == ["see you"]
+
+
+def test_checkpoint_decode_defaults_apply_to_transcription_only(tiny_dirs, tmp_path, monkeypatch):
+    from speechllm import api
+    from speechllm.config import ConfigError
+
+    torch.manual_seed(0)
+    model = SpeechLLM(tiny_config(tiny_dirs, ctc_head=HEAD, decode={"num_beams": 2, "ctc_weight": 0.2})).eval()
+    model.save_pretrained(tmp_path / "ck")
+    loaded = api.load_model(str(tmp_path / "ck"), cache=False)
+    seen = []
+    monkeypatch.setattr(loaded, "generate", lambda waves, instructions, options: seen.append(options) or [""] * len(waves))
+    from speechllm.audio import write_audio
+
+    clip = write_audio(tmp_path / "a.wav", tone(0.5), 16000) or tmp_path / "a.wav"
+    api.transcribe(clip, model=loaded)
+    api.transcribe(clip, model=loaded, num_beams=1)
+    api.chat(clip, "Describe it.", model=loaded)
+    assert [(o.num_beams, o.ctc_weight) for o in seen] == [(2, 0.2), (1, 0.2), (1, 0.0)]
+    with pytest.raises(ConfigError, match="unknown decoding option"):
+        SpeechLLM(tiny_config(tiny_dirs, decode={"beams": 2}))
+    with pytest.raises(ConfigError, match="CTC head"):
+        SpeechLLM(tiny_config(tiny_dirs, decode={"ctc_weight": 0.2}))
+
+
+def test_frozen_lora_under_a_bf16_llm_stays_fp32(tiny_dirs, tmp_path):
+    """A LoRA loaded but not trained (trainable.lora: false) must not be rounded to the LLM's bf16."""
+    torch.manual_seed(0)
+    cfg = {"llm": {"type": "hf", "model": tiny_dirs["llm"], "dtype": "bfloat16"}, "llm_lora": {"r": 2, "alpha": 4}}
+    trained = SpeechLLM(tiny_config(tiny_dirs, **cfg))
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.randn_like(p) * 1e-3 + 0.0123)
+    trained.save_pretrained(tmp_path / "ck")
+    frozen = SpeechLLM.from_pretrained(tmp_path / "ck", ["trainable.lora=false", "trainable.connector=false"])
+    lora = {n: p for n, p in frozen.named_parameters() if "lora_" in n}
+    assert lora and all(p.dtype == torch.float32 and not p.requires_grad for p in lora.values())
+    ref = dict(trained.named_parameters())
+    assert all(torch.equal(p, ref[n]) for n, p in lora.items())
