@@ -157,6 +157,11 @@ class CTCPrefixScorer:
             todo = nxt
         return [self.states[s][2] for s in strings]
 
+    def keep_only(self, strings: set[str]) -> None:
+        """Forget every cached state but these strings' (and the empty one's): a decoder calls this
+        with its live prefixes each step, so memory stays (hypotheses x candidates x frames)."""
+        self.states = {k: v for k, v in self.states.items() if k in strings or not k}
+
     def full_score(self, s: str) -> float:
         """log P(the audio's characters are exactly s)."""
         self.prefix_scores([s])
@@ -195,6 +200,12 @@ class CTCPrefixLogitsProcessor:
         top = log_p.topk(min(self.top_k, log_p.shape[-1]), -1).indices
         out = torch.full_like(log_p, float("-inf"))
         w = self.weight
+        live: dict[int, set[str]] = {}
+        for row in range(log_p.shape[0]):
+            live.setdefault(row // self.num_beams, set()).add(
+                to_chars(self._decode(tuple(input_ids[row].tolist())), partial=True))
+        for utterance, bases in live.items():  # states of dropped hypotheses are not needed again
+            self.scorers[utterance].keep_only(bases)
         for row in range(log_p.shape[0]):
             scorer = self.scorers[row // self.num_beams]
             prefix = tuple(input_ids[row].tolist())

@@ -153,3 +153,27 @@ def test_frozen_lora_under_a_bf16_llm_stays_fp32(tiny_dirs, tmp_path):
     assert lora and all(p.dtype == torch.float32 and not p.requires_grad for p in lora.values())
     ref = dict(trained.named_parameters())
     assert all(torch.equal(p, ref[n]) for n, p in lora.items())
+
+
+def test_prefix_scorer_memory_stays_bounded_while_decoding():
+    from speechllm.ctc import CTCPrefixLogitsProcessor
+
+    class Chars:  # a tokenizer whose tokens are single characters
+        eos_token_id = 0
+        all_special_ids = [0]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(CHARS[i] if i > 2 else " " for i in ids if i)
+
+    lp = peaked("hello world")
+    proc = CTCPrefixLogitsProcessor(lp[None], torch.tensor([lp.shape[0]]), Chars(), weight=1.0, num_beams=1,
+                                    top_k=len(CHARS))
+    ids = torch.zeros(1, 0, dtype=torch.long)
+    sizes = []
+    for _ in range(11):
+        scores = proc(ids, torch.zeros(1, len(CHARS)))
+        ids = torch.cat([ids, scores.argmax(-1, keepdim=True)], 1)
+        sizes.append(len(proc.scorers[0].states))
+    assert Chars().decode(ids[0].tolist()) == "hello world"
+    # about this step's candidates (unpruned, the cache would grow by ~39 strings a step)
+    assert max(sizes) < 2 * len(CHARS)
