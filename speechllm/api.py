@@ -12,7 +12,6 @@ The CLI is a thin layer over these functions; its flags are these keyword names.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -20,7 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from speechllm.audio import AudioLike, load_audio
-from speechllm.decoding import DecodeOptions
+from speechllm.decoding import DecodeOptions, decode_options
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +152,3 @@ def model_decode_options(speech_model: Any, transcription: bool = True, **decode
     those given here; for instructions, the given ones over the defaults of :class:`DecodeOptions`."""
     defaults = dict(getattr(speech_model, "decode_defaults", None) or {}) if transcription else {}
     return decode_options(**{**defaults, **decode})
-
-
-def decode_options(**decode: Any) -> DecodeOptions:
-    known = {f.name for f in dataclasses.fields(DecodeOptions)}
-    unknown = sorted(set(decode) - known)
-    if unknown:
-        raise TypeError(f"unknown decoding option(s) {unknown}; known: {sorted(known)}")
-    return DecodeOptions(**decode)

@@ -94,7 +94,8 @@ def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: boo
     ``new_lora_ok``: the model may have LoRA weights the checkpoint lacks (a warm start that adds
     LoRA to more modules); they keep their initialisation (B = 0: no change to the function).
     ``new_head_ok``: a CTC head (``model.ctc_head``) that the checkpoint lacks altogether keeps its
-    initialisation (a warm start that adds one): it adds a loss and a decoding score, not a change to the model's function.
+    initialisation (a warm start that adds one): it adds a loss and a decoding score, not a change
+    to the model's function.
     Returns the names of those kept weights."""
     directory = Path(directory)
     try:

@@ -200,16 +200,15 @@ class CTCPrefixLogitsProcessor:
         top = log_p.topk(min(self.top_k, log_p.shape[-1]), -1).indices
         out = torch.full_like(log_p, float("-inf"))
         w = self.weight
+        prefixes = [tuple(ids) for ids in input_ids.tolist()]
+        bases = [to_chars(self._decode(prefix), partial=True) for prefix in prefixes]
         live: dict[int, set[str]] = {}
-        for row in range(log_p.shape[0]):
-            live.setdefault(row // self.num_beams, set()).add(
-                to_chars(self._decode(tuple(input_ids[row].tolist())), partial=True))
-        for utterance, bases in live.items():  # states of dropped hypotheses are not needed again
-            self.scorers[utterance].keep_only(bases)
-        for row in range(log_p.shape[0]):
+        for row, base in enumerate(bases):
+            live.setdefault(row // self.num_beams, set()).add(base)
+        for utterance, strings in live.items():  # states of dropped hypotheses are not needed again
+            self.scorers[utterance].keep_only(strings)
+        for row, (prefix, base) in enumerate(zip(prefixes, bases)):
             scorer = self.scorers[row // self.num_beams]
-            prefix = tuple(input_ids[row].tolist())
-            base = to_chars(self._decode(prefix), partial=True)
             base_score = scorer.prefix_scores([base])[0]
             spelled, silent, ends = {}, [], []
             for c in top[row].tolist():

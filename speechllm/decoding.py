@@ -32,3 +32,12 @@ class DecodeOptions:
         if not self.do_sample:  # keep HF from warning about unused sampling knobs
             kwargs.pop("temperature"), kwargs.pop("top_p")
         return kwargs
+
+
+def decode_options(**decode: Any) -> DecodeOptions:
+    """:class:`DecodeOptions` from keyword arguments, with a clear error for unknown names."""
+    known = {f.name for f in dataclasses.fields(DecodeOptions)}
+    unknown = sorted(set(decode) - known)
+    if unknown:
+        raise TypeError(f"unknown decoding option(s) {unknown}; known: {sorted(known)}")
+    return DecodeOptions(**decode)

@@ -29,7 +29,7 @@ from torch import nn
 from speechllm.connectors import ConnectorConfig
 from speechllm.connectors.linear import LinearConnectorConfig
 from speechllm.ctc import CTCHead, CTCHeadConfig, CTCPrefixLogitsProcessor, char_ids
-from speechllm.decoding import DecodeOptions
+from speechllm.decoding import DecodeOptions, decode_options
 from speechllm.encoders import EncoderConfig
 from speechllm.encoders.whisper import WhisperEncoderConfig
 from speechllm.llms import LLMConfig
@@ -117,14 +117,12 @@ class SpeechLLM(nn.Module):
                 param.data = param.data.float()
 
     def _check_decode_defaults(self) -> None:
-        import dataclasses
-
         from speechllm.config import ConfigError
 
-        known = {f.name for f in dataclasses.fields(DecodeOptions)}
-        unknown = sorted(set(self.config.decode) - known)
-        if unknown:
-            raise ConfigError(f"decode: unknown decoding option(s) {unknown}; known: {sorted(known)}")
+        try:
+            decode_options(**self.config.decode)
+        except TypeError as err:
+            raise ConfigError(f"decode: {err}") from None
         if self.config.decode.get("ctc_weight", 0) and self.ctc_head is None:
             raise ConfigError("decode.ctc_weight needs a CTC head (model.ctc_head)")
 
@@ -258,13 +256,14 @@ class SpeechLLM(nn.Module):
         loss_sum = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
         return loss_sum, int(keep.sum())
 
-    def ctc_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+    def ctc_loss(self, batch: dict[str, Any], head_output: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, int]:
         """Summed CTC loss of the head over the answers' characters (``batch["answer_texts"]``) and
-        the character count; like :meth:`answer_loss`, trainers divide by the global count."""
+        the character count; like :meth:`answer_loss`, trainers divide by the global count.
+        ``head_output``: the head's (log-probs, lengths) for this batch when the caller has them."""
         if self.ctc_head is None:
             raise ValueError("this model has no CTC head (config model.ctc_head)")
-        hidden, lengths = self.encoder_output(batch)
-        log_probs, out_lengths = self.ctc_head(hidden, lengths)
+        log_probs, out_lengths = head_output or self.ctc_head(*self.encoder_output(batch))
         targets = [torch.tensor(char_ids(t), dtype=torch.long) for t in batch["answer_texts"]]
         target_lengths = torch.tensor([len(t) for t in targets])
         loss_sum = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets).to(log_probs.device),

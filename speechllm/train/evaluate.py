@@ -33,9 +33,10 @@ def dev_metrics(trainer: "Trainer", dev: list) -> dict:
             loss_sum, n = model.answer_loss(batch)
             loss, tokens = loss + float(loss_sum), tokens + n
         if model.ctc_head is not None:
-            ctc_sum, n = model.ctc_loss(batch)
+            head_output = model.ctc_head(*model.encoder_output(batch))
+            ctc_sum, n = model.ctc_loss(batch, head_output)
             ctc, chars = ctc + float(ctc_sum), chars + n
-            ctc_hyps += greedy_chars(*model.ctc_head(batch["encoder_hidden"], batch["encoder_lengths"]))
+            ctc_hyps += greedy_chars(*head_output)
             ctc_refs += batch["answer_texts"]
     metrics = {"dev_loss": loss / max(tokens, 1)} if w_llm else {}
     if model.ctc_head is not None:
