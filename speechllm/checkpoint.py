@@ -32,21 +32,63 @@ def is_checkpoint(directory: str | Path) -> bool:
     return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
 
 
-def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = None, int8: bool = False) -> Path:
     """Write a checkpoint atomically: an interrupted save never leaves a half folder.
 
     ``dtype`` (e.g. torch.float16) stores floating weights smaller, for shipping; they are
-    cast back to the model's dtypes on load."""
+    cast back to the model's dtypes on load.  ``int8``: weight matrices are stored as int8 with
+    one scale per row (:func:`quantize_int8`), about half the size of fp16; the rest as ``dtype``."""
     from speechllm.paths import atomic_directory
 
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
-        write_checkpoint(model, tmp, dtype)
+        write_checkpoint(model, tmp, dtype, int8=int8)
     return directory
 
 
+INT8_SCALE = ".int8_scale"  # suffix of the per-row scales of an int8-stored matrix
+INT8_MIN_ELEMENTS = 1024  # smaller tensors (biases, norms, tiny matrices) are not worth quantizing
+
+
+def quantize_int8(state: dict[str, torch.Tensor], scale_dtype: torch.dtype = torch.float16
+                  ) -> dict[str, torch.Tensor]:
+    """Symmetric int8 with one scale per row for each floating matrix of at least
+    ``INT8_MIN_ELEMENTS`` values: ``name`` holds int8 codes, ``name + INT8_SCALE`` the (rows,)
+    scales (max |row| / 127).  Other tensors pass unchanged.  :func:`dequantize_int8` undoes it."""
+    out = {}
+    for name, value in state.items():
+        if value.is_floating_point() and value.dim() == 2 and value.numel() >= INT8_MIN_ELEMENTS:
+            w = value.float()
+            # rounded up (by a little more than the scale dtype's step) so that no value clips at +-127
+            scale = (w.abs().amax(dim=1) / 127.0 * (1 + 2 ** -9)).clamp(min=1e-12).to(scale_dtype)
+            out[name] = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+            out[name + INT8_SCALE] = scale
+        else:
+            out[name] = value
+    return out
+
+
+def dequantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float32 matrices back from :func:`quantize_int8`'s codes and scales; other tensors unchanged."""
+    scales = {k[: -len(INT8_SCALE)]: v for k, v in state.items() if k.endswith(INT8_SCALE)}
+    out = {}
+    for name, value in state.items():
+        if name.endswith(INT8_SCALE):
+            continue
+        if name in scales:
+            if value.dtype != torch.int8 or value.dim() != 2 or scales[name].shape != value.shape[:1]:
+                raise ConfigError(f"{name}: int8 codes {tuple(value.shape)} {value.dtype} do not match "
+                                  f"their scales {tuple(scales[name].shape)}")
+            value = value.float() * scales[name].float()[:, None]
+        out[name] = value
+    orphans = sorted(set(scales) - set(state))
+    if orphans:
+        raise ConfigError(f"int8 scales without their tensors: {orphans[:5]}")
+    return out
+
+
 def write_checkpoint(model, folder: Path, dtype: torch.dtype | None = None,
-                     state: dict[str, torch.Tensor] | None = None) -> None:
+                     state: dict[str, torch.Tensor] | None = None, int8: bool = False) -> None:
     """Write config, saved weights and metadata into an existing folder (``state``: the saved weights
     already gathered, e.g. from a sharded model; default ``model.saved_state_dict()``)."""
     state = model.saved_state_dict() if state is None else state
@@ -58,10 +100,14 @@ def write_checkpoint(model, folder: Path, dtype: torch.dtype | None = None,
         seen.add(v.data_ptr())
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    saved_parameters = sum(v.numel() for v in state.values())
+    n_tensors = len(state)
+    if int8:
+        state = quantize_int8(state)
     save_yaml(model.config, folder / CONFIG_FILE)
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "int8": "rowwise" if int8 else "none"})
     meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(),
-            "saved_tensors": len(state), "saved_parameters": sum(v.numel() for v in state.values())}
+            "saved_tensors": n_tensors, "saved_parameters": saved_parameters, "int8": bool(int8)}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
     log.info("saved %d tensors (%d parameters) to %s", len(state), meta["saved_parameters"], folder)
 
@@ -95,17 +141,24 @@ def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: boo
     LoRA to more modules); they keep their initialisation (B = 0: no change to the function).
     ``new_head_ok``: a CTC head (``model.ctc_head``) that the checkpoint lacks altogether keeps its
     initialisation (a warm start that adds one): it adds a loss and a decoding score, not a change
-    to the model's function.
+    to the model's function.  A head deeper than the checkpoint's (more ``ctc_head.layers``, same
+    width) loads the checkpoint's layers and starts the extra top layers as the identity (their
+    residual branches' output projections are zeroed), so the head's output is unchanged at first.
+    Int8-stored matrices (``save_checkpoint(int8=True)``) are dequantized to float32.
     Returns the names of those kept weights."""
     directory = Path(directory)
     try:
-        state = load_file(str(directory / WEIGHTS_FILE))
+        state = dequantize_int8(load_file(str(directory / WEIGHTS_FILE)))
+    except ConfigError as err:
+        raise ConfigError(f"{directory / WEIGHTS_FILE}: {err}") from None
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise ConfigError(f"{directory / WEIGHTS_FILE}: unreadable weights ({err})") from None
     expected = set(model.saved_state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     head_is_new = new_head_ok and not any(k.startswith("ctc_head.") for k in state)
-    kept = [k for k in missing if (new_lora_ok and "lora_" in k) or (head_is_new and k.startswith("ctc_head."))]
+    grown = _grown_head_layers(state, missing) if new_head_ok and not head_is_new else set()
+    kept = [k for k in missing if (new_lora_ok and "lora_" in k) or (head_is_new and k.startswith("ctc_head."))
+            or _head_layer(k) in grown]
     missing = [k for k in missing if k not in kept]
     if missing or unexpected:
         raise ConfigError(f"{directory}: weights do not match the config (missing {missing[:5]}, "
@@ -114,9 +167,36 @@ def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: boo
     for name, tensor in state.items():
         if own[name].shape != tensor.shape:
             raise ConfigError(f"{directory}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(own[name].shape)}")
+    if grown:
+        with torch.no_grad():
+            for i in sorted(grown):
+                layer = model.ctc_head.body.layers[i]
+                for lin in (layer.self_attn.out_proj, layer.linear2):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+        log.info("CTC head grown by %d identity layer(s) on top of the checkpoint's", len(grown))
     if copy is not None:
         copy(model, state)
         return kept
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
     return kept
+
+
+def _head_layer(name: str) -> int | None:
+    """The layer index of a CTC-head body weight (``ctc_head.body.layers.3.linear1.weight`` -> 3)."""
+    prefix = "ctc_head.body.layers."
+    if not name.startswith(prefix):
+        return None
+    index = name[len(prefix):].split(".", 1)[0]
+    return int(index) if index.isdigit() else None
+
+
+def _grown_head_layers(state: dict[str, torch.Tensor], missing: list[str]) -> set[int]:
+    """Head layers the model has on top of all of the checkpoint's (every weight of them missing)."""
+    have = {_head_layer(k) for k in state} - {None}
+    if not have:
+        return set()
+    top = max(have)
+    new = {_head_layer(k) for k in missing} - {None}
+    return {i for i in new if i > top}

@@ -209,10 +209,10 @@ class SpeechLLM(nn.Module):
             labels.append([IGNORE_INDEX] * (p + n_audio + len(suffix)) + list(answer))
         return pad_embeddings(rows, labels, padding_side, self.device)
 
-    def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> None:
+    def save_pretrained(self, directory, dtype: torch.dtype | None = None, int8: bool = False) -> None:
         from speechllm.checkpoint import save_checkpoint
 
-        save_checkpoint(self, directory, dtype)
+        save_checkpoint(self, directory, dtype, int8=int8)
 
     @classmethod
     def from_pretrained(cls, directory, overrides: list[str] | None = None) -> "SpeechLLM":

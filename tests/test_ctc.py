@@ -177,3 +177,62 @@ def test_prefix_scorer_memory_stays_bounded_while_decoding():
     assert Chars().decode(ids[0].tolist()) == "hello world"
     # about this step's candidates (unpruned, the cache would grow by ~39 strings a step)
     assert max(sizes) < 2 * len(CHARS)
+
+
+def test_int8_checkpoint_is_smaller_and_decodes_like_the_float_one(tiny_dirs, tmp_path):
+    """save_pretrained(int8=True): matrices as int8 + a scale per row (each value within half a step of
+    its row's scale, plus the fp16 rounding of value and scale), the rest fp16; loads back to float32 and gives the same logits to ~1e-2."""
+    from speechllm.checkpoint import INT8_SCALE
+
+    torch.manual_seed(0)
+    cfg = {"llm_lora": {"r": 2, "alpha": 4}, "ctc_head": {"dim": 32, "heads": 2, "layers": 1}}
+    model = SpeechLLM(tiny_config(tiny_dirs, **cfg)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    model.save_pretrained(tmp_path / "int8", dtype=torch.float16, int8=True)
+    raw = load_file(str(tmp_path / "int8" / "model.safetensors"))
+    quantized = [k for k in raw if k + INT8_SCALE in raw]
+    assert quantized and all(raw[k].dtype == torch.int8 for k in quantized)
+    size = {d: (tmp_path / d / "model.safetensors").stat().st_size for d in ("fp16", "int8")}
+    assert size["int8"] < 0.75 * size["fp16"]
+    own = model.saved_state_dict()
+    for k in quantized:
+        step = raw[k + INT8_SCALE].float()[:, None]
+        assert (raw[k].float() * step - own[k].float()).abs().le(0.57 * step).all()
+    loaded = SpeechLLM.from_pretrained(tmp_path / "int8").eval()
+    assert all(p.dtype == torch.float32 for n, p in loaded.named_parameters() if "lora_" in n or "ctc_head" in n)
+    batch = model.make_batch([tone(0.4, freq=220), tone(0.3, freq=440)], answers=["one two", "three"])
+    batch2 = loaded.make_batch([tone(0.4, freq=220), tone(0.3, freq=440)], answers=["one two", "three"])
+    with torch.no_grad():
+        a, b = model.answer_loss(batch)[0], loaded.answer_loss(batch2)[0]
+        ca, cb = model.ctc_loss(batch)[0], loaded.ctc_loss(batch2)[0]
+    assert abs(float(a - b)) <= 1e-2 * abs(float(a)) + 1e-3 and abs(float(ca - cb)) <= 1e-2 * abs(float(ca)) + 1e-3
+    (tmp_path / "int8" / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="unreadable weights"):
+        SpeechLLM.from_pretrained(tmp_path / "int8")
+
+
+def test_a_deeper_head_warm_starts_as_the_same_function(tiny_dirs, tmp_path):
+    """init_from a checkpoint with a 1-layer head into a 3-layer head: the first layer loads, the two
+    new top layers start as the identity, so the head's log-probs are unchanged; layers missing below
+    the top are still an error."""
+    from speechllm.checkpoint import load_saved_weights
+
+    torch.manual_seed(0)
+    head = {"dim": 32, "heads": 2, "layers": 1, "dropout": 0.0}
+    small = SpeechLLM(tiny_config(tiny_dirs, ctc_head=head)).eval()
+    small.save_pretrained(tmp_path / "small")
+    deep = SpeechLLM(tiny_config(tiny_dirs, ctc_head={**head, "layers": 3})).eval()
+    kept = load_saved_weights(deep, tmp_path / "small", new_head_ok=True)
+    assert kept and all(k.startswith(("ctc_head.body.layers.1.", "ctc_head.body.layers.2.")) for k in kept)
+    batch = small.make_batch([tone(0.4, freq=220)])
+    with torch.no_grad():
+        ref = small.ctc_head(*small.encoder_output(dict(batch)))[0]
+        out = deep.ctc_head(*deep.encoder_output(dict(batch)))[0]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert deep.ctc_head.body.layers[1].linear1.weight.abs().sum() > 0  # the new layers can still learn
+    with pytest.raises(ValueError, match="do not match"):
+        load_saved_weights(deep, tmp_path / "small")  # without new_head_ok: the checkpoint is incomplete

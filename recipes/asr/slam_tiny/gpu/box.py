@@ -24,6 +24,9 @@ VOICE_SETS = {
     "wide": ["flite:slt", "espeak:en-us+m1", "flite:rms", "espeak:en-gb-x-rp", "flite:kal", "espeak:en+f4",
              "flite:slt", "espeak:en-029", "flite:rms", "espeak:en-us+f2", "flite:kal", "espeak:en+m3"],
 }
+# session 6: the wide rotation shifted by one slot, so every sentence switches engine (flite <-> espeak-ng)
+# against session 4's data: new sentence/voice pairs for the warm-started model and its CTC head
+VOICE_SETS["wide1"] = VOICE_SETS["wide"][1:] + VOICE_SETS["wide"][:1]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 START = time.time()
 
