@@ -173,7 +173,8 @@ class CTCPrefixLogitsProcessor:
     """A transformers LogitsProcessor for joint CTC / LLM decoding (see the module docstring).
 
     Rows of ``input_ids`` are the generated tokens of each hypothesis: row r belongs to utterance
-    r // num_beams.  Only the LLM's ``top_k`` candidates per row are scored; the rest are ruled out.
+    r // num_beams.  Only the LLM's ``top_k`` candidates per row, and end-of-text, are scored; the rest
+    are ruled out.
     """
 
     def __init__(self, log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, weight: float,
@@ -211,7 +212,12 @@ class CTCPrefixLogitsProcessor:
             scorer = self.scorers[row // self.num_beams]
             base_score = scorer.prefix_scores([base])[0]
             spelled, silent, ends = {}, [], []
-            for c in top[row].tolist():
+            # end-of-text is always a candidate, in the LLM's top k or not: once the hypothesis has
+            # spelled all the audio holds, the CTC score ends it (else the least bad spelling token
+            # wins and the hypothesis loops on single letters until max_new_tokens)
+            candidates = top[row].tolist()
+            candidates += [e for e in self.eos if e not in candidates and e < log_p.shape[-1]]
+            for c in candidates:
                 if not torch.isfinite(log_p[row, c]):
                     continue
                 if c in self.eos:

@@ -236,3 +236,29 @@ def test_a_deeper_head_warm_starts_as_the_same_function(tiny_dirs, tmp_path):
     assert deep.ctc_head.body.layers[1].linear1.weight.abs().sum() > 0  # the new layers can still learn
     with pytest.raises(ValueError, match="do not match"):
         load_saved_weights(deep, tmp_path / "small")  # without new_head_ok: the checkpoint is incomplete
+
+
+def test_end_of_text_is_scored_even_outside_the_llms_top_k():
+    """A hypothesis that has spelled everything the head heard ends, even when the LLM ranks
+    end-of-text below its top k: the CTC prefix score of any further letter is far worse."""
+    from speechllm.ctc import CTCPrefixLogitsProcessor
+
+    class Letters:  # one token per letter or space, and an end-of-text token
+        vocab = list("abcdefghijklmnopqrstuvwxyz ")
+        eos_token_id = len(vocab)
+        all_special_ids = [len(vocab)]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(self.vocab[i] for i in ids if i < len(self.vocab))
+
+    tok = Letters()
+    lp = peaked("hi")[None]
+    proc = CTCPrefixLogitsProcessor(lp, torch.tensor([lp.shape[1]]), tok, weight=0.2, top_k=2)
+    scores = torch.zeros(1, len(tok.vocab) + 1)
+    scores[0, tok.vocab.index("e")], scores[0, tok.vocab.index("x")] = 2.0, 1.0  # the LLM leans to more letters
+    spelled = torch.tensor([[tok.vocab.index("h"), tok.vocab.index("i")]])
+    out = proc(spelled, scores)
+    assert int(out[0].argmax()) == tok.eos_token_id
+    assert torch.isinf(out[0, tok.vocab.index("a")])  # outside the top k and not the end: ruled out
+    early = proc(spelled[:, :1], scores)  # "h": the head still hears an "i", the end must wait
+    assert int(early[0].argmax()) != tok.eos_token_id
