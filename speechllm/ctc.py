@@ -178,8 +178,12 @@ class CTCPrefixLogitsProcessor:
     """
 
     def __init__(self, log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, weight: float,
-                 num_beams: int = 1, top_k: int = 8, silent_penalty: float = math.log(2)):
+                 num_beams: int = 1, top_k: int = 8, silent_penalty: float = math.log(2),
+                 max_length_ratio: float = 0.0, max_length_margin: int = 10):
         self.scorers = [CTCPrefixScorer(lp[: int(n)]) for lp, n in zip(log_probs, lengths)]
+        # max_length_ratio > 0: hypotheses longer than ratio x the best path's characters (+ margin) must end
+        self.max_chars = ([int(max_length_ratio * len(text) + max_length_margin)
+                           for text in greedy_chars(log_probs, lengths)] if max_length_ratio > 0 else None)
         self.tokenizer = tokenizer
         self.weight = float(weight)
         self.num_beams = num_beams
@@ -211,6 +215,17 @@ class CTCPrefixLogitsProcessor:
         for row, (prefix, base) in enumerate(zip(prefixes, bases)):
             scorer = self.scorers[row // self.num_beams]
             base_score = scorer.prefix_scores([base])[0]
+            # past the length cap, or a prefix the head gives no probability at all (more characters
+            # than frames): nothing but ending is scored (Δ of an impossible prefix would be nan)
+            capped = self.max_chars is not None and len(base) > self.max_chars[row // self.num_beams]
+            if (capped or not math.isfinite(base_score)) and self.eos:
+                end = scorer.full_score(base.rstrip()) - base_score
+                end = end if math.isfinite(end) else -1e4  # ending must stay possible, however unlikely
+                for c in self.eos:
+                    if c < log_p.shape[-1]:
+                        llm = log_p[row, c] if torch.isfinite(log_p[row, c]) else 0.0
+                        out[row, c] = (1 - w) * llm + w * end
+                continue
             spelled, silent, ends = {}, [], []
             # end-of-text is always a candidate, in the LLM's top k or not: once the hypothesis has
             # spelled all the audio holds, the CTC score ends it (else the least bad spelling token

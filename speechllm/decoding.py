@@ -21,14 +21,21 @@ class DecodeOptions:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     use_cache: bool = True
+    # beam search ranks finished hypotheses by log-prob / length ** length_penalty (transformers' own
+    # default 1.0: per-token average; 0: the plain sum)
+    length_penalty: float = 1.0
     # joint CTC / LLM decoding (Speech LLMs with a CTC head, speechllm.ctc): the weight of the
     # CTC prefix score, and how many of the LLM's best next tokens it rescores per hypothesis
     ctc_weight: float = 0.0
     ctc_top_k: int = 8
+    # > 0: a hypothesis that has spelled more than this many times the characters of the head's best
+    # path (+ 10) must end: a cap on hallucinated continuations and letter loops (0: no cap)
+    ctc_max_length_ratio: float = 0.0
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs = dataclasses.asdict(self)
-        kwargs.pop("ctc_weight"), kwargs.pop("ctc_top_k")  # speechllm's own, not transformers'
+        for name in ("ctc_weight", "ctc_top_k", "ctc_max_length_ratio"):  # speechllm's own, not transformers'
+            kwargs.pop(name)
         if not self.do_sample:  # keep HF from warning about unused sampling knobs
             kwargs.pop("temperature"), kwargs.pop("top_p")
         return kwargs

@@ -288,7 +288,8 @@ class SpeechLLM(nn.Module):
             log_probs, ctc_lengths = self.ctc_head(hidden, lengths)
             kwargs["logits_processor"] = [CTCPrefixLogitsProcessor(
                 log_probs.cpu(), ctc_lengths.cpu(), self.llm.tokenizer, options.ctc_weight,
-                num_beams=options.num_beams, top_k=options.ctc_top_k)]
+                num_beams=options.num_beams, top_k=options.ctc_top_k,
+                max_length_ratio=options.ctc_max_length_ratio)]
         return self.llm.generate(**inputs, streamer=streamer, **kwargs)
 
     def generate_from_batch(self, batch: dict[str, Any], options: DecodeOptions | None = None,

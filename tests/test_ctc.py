@@ -262,3 +262,35 @@ def test_end_of_text_is_scored_even_outside_the_llms_top_k():
     assert torch.isinf(out[0, tok.vocab.index("a")])  # outside the top k and not the end: ruled out
     early = proc(spelled[:, :1], scores)  # "h": the head still hears an "i", the end must wait
     assert int(early[0].argmax()) != tok.eos_token_id
+
+
+def test_a_hypothesis_past_the_length_cap_must_end():
+    """max_length_ratio: once a hypothesis has spelled more than ratio x the head's best path (+ margin)
+    characters, end-of-text is its only continuation, however much the LLM wants more letters."""
+    from speechllm.ctc import CTCPrefixLogitsProcessor
+
+    class Letters:
+        vocab = list("abcdefghijklmnopqrstuvwxyz ")
+        eos_token_id = len(vocab)
+        all_special_ids = [len(vocab)]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(self.vocab[i] for i in ids if i < len(self.vocab))
+
+    tok = Letters()
+    lp = peaked("hi there")[None]  # 24 frames, a best path of 8 characters: the cap is 1.5 x 8 + 2 = 14
+    scores = torch.zeros(1, len(tok.vocab) + 1)
+    scores[0, tok.vocab.index("t")] = 9.0
+    scores[0, tok.eos_token_id] = -30.0
+    loop = torch.tensor([[tok.vocab.index(c) for c in "hi t t t t t t t"]])  # 16 characters
+    capped = CTCPrefixLogitsProcessor(lp, torch.tensor([lp.shape[1]]), tok, weight=0.1, top_k=4,
+                                      max_length_ratio=1.5, max_length_margin=2)
+    out = capped(loop, scores)
+    assert int(out[0].argmax()) == tok.eos_token_id and torch.isfinite(out[0]).sum() == 1
+    free = CTCPrefixLogitsProcessor(lp, torch.tensor([lp.shape[1]]), tok, weight=0.1, top_k=4)
+    assert int(free(loop, scores)[0].argmax()) == tok.vocab.index("t")  # no cap: the loop goes on
+    assert int(capped(loop[:, :2], scores)[0].argmax()) != tok.eos_token_id  # under the cap: unchanged
+    # a prefix longer than the head has frames has no CTC probability: it must end, without nan
+    short = CTCPrefixLogitsProcessor(peaked("hi")[None], torch.tensor([6]), tok, weight=0.1, top_k=4)
+    out = short(loop, scores)
+    assert not torch.isnan(out).any() and int(out[0].argmax()) == tok.eos_token_id
