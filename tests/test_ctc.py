@@ -238,20 +238,23 @@ def test_a_deeper_head_warm_starts_as_the_same_function(tiny_dirs, tmp_path):
         load_saved_weights(deep, tmp_path / "small")  # without new_head_ok: the checkpoint is incomplete
 
 
+class LetterTokenizer:
+    """One token per letter or space, and an end-of-text token (for the processor's unit tests)."""
+
+    vocab = list("abcdefghijklmnopqrstuvwxyz ")
+    eos_token_id = len(vocab)
+    all_special_ids = [len(vocab)]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.vocab[i] for i in ids if i < len(self.vocab))
+
+
 def test_end_of_text_is_scored_even_outside_the_llms_top_k():
     """A hypothesis that has spelled everything the head heard ends, even when the LLM ranks
     end-of-text below its top k: the CTC prefix score of any further letter is far worse."""
     from speechllm.ctc import CTCPrefixLogitsProcessor
 
-    class Letters:  # one token per letter or space, and an end-of-text token
-        vocab = list("abcdefghijklmnopqrstuvwxyz ")
-        eos_token_id = len(vocab)
-        all_special_ids = [len(vocab)]
-
-        def decode(self, ids, skip_special_tokens=True):
-            return "".join(self.vocab[i] for i in ids if i < len(self.vocab))
-
-    tok = Letters()
+    tok = LetterTokenizer()
     lp = peaked("hi")[None]
     proc = CTCPrefixLogitsProcessor(lp, torch.tensor([lp.shape[1]]), tok, weight=0.2, top_k=2)
     scores = torch.zeros(1, len(tok.vocab) + 1)
@@ -269,15 +272,7 @@ def test_a_hypothesis_past_the_length_cap_must_end():
     characters, end-of-text is its only continuation, however much the LLM wants more letters."""
     from speechllm.ctc import CTCPrefixLogitsProcessor
 
-    class Letters:
-        vocab = list("abcdefghijklmnopqrstuvwxyz ")
-        eos_token_id = len(vocab)
-        all_special_ids = [len(vocab)]
-
-        def decode(self, ids, skip_special_tokens=True):
-            return "".join(self.vocab[i] for i in ids if i < len(self.vocab))
-
-    tok = Letters()
+    tok = LetterTokenizer()
     lp = peaked("hi there")[None]  # 24 frames, a best path of 8 characters: the cap is 1.5 x 8 + 2 = 14
     scores = torch.zeros(1, len(tok.vocab) + 1)
     scores[0, tok.vocab.index("t")] = 9.0
