@@ -109,7 +109,7 @@ def write_checkpoint(model, folder: Path, dtype: torch.dtype | None = None,
     meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(),
             "saved_tensors": n_tensors, "saved_parameters": saved_parameters, "int8": bool(int8)}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
-    log.info("saved %d tensors (%d parameters) to %s", len(state), meta["saved_parameters"], folder)
+    log.info("saved %d tensors (%d parameters) to %s", n_tensors, saved_parameters, folder)
 
 
 def read_checkpoint_config(directory: str | Path, overrides: list[str] | None = None):
@@ -168,12 +168,7 @@ def load_saved_weights(model, directory: str | Path, copy=None, new_lora_ok: boo
         if own[name].shape != tensor.shape:
             raise ConfigError(f"{directory}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(own[name].shape)}")
     if grown:
-        with torch.no_grad():
-            for i in sorted(grown):
-                layer = model.ctc_head.body.layers[i]
-                for lin in (layer.self_attn.out_proj, layer.linear2):
-                    lin.weight.zero_()
-                    lin.bias.zero_()
+        model.ctc_head.start_as_identity(sorted(grown))
         log.info("CTC head grown by %d identity layer(s) on top of the checkpoint's", len(grown))
     if copy is not None:
         copy(model, state)

@@ -72,6 +72,17 @@ class CTCHead(nn.Module):
         self.out = nn.Linear(config.dim, len(CHARS))
         self.drop = nn.Dropout(config.dropout)
 
+    @torch.no_grad()
+    def start_as_identity(self, layers) -> None:
+        """Zero the residual branches' output projections of these body layers (pre-norm blocks), so
+        each passes its input through unchanged: a head grown by new top layers computes what the
+        smaller one did, and the new layers still learn (their other weights keep their init)."""
+        for i in layers:
+            layer = self.body.layers[i]
+            for lin in (layer.self_attn.out_proj, layer.linear2):
+                lin.weight.zero_()
+                lin.bias.zero_()
+
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, D) encoder output, (B,) lengths -> (B, T', V) log-probs, (B,) lengths (T' = T // stack)."""
         b, t, d = hidden.shape
@@ -217,9 +228,9 @@ class CTCPrefixLogitsProcessor:
             base_score = scorer.prefix_scores([base])[0]
             # past the length cap, or a prefix the head gives no probability at all (more characters
             # than frames): nothing but ending is scored (Δ of an impossible prefix would be nan)
+            end = scorer.full_score(base.rstrip()) - base_score  # Δ of ending here
             capped = self.max_chars is not None and len(base) > self.max_chars[row // self.num_beams]
             if (capped or not math.isfinite(base_score)) and self.eos:
-                end = scorer.full_score(base.rstrip()) - base_score
                 end = end if math.isfinite(end) else -1e4  # ending must stay possible, however unlikely
                 for c in self.eos:
                     if c < log_p.shape[-1]:
@@ -228,8 +239,7 @@ class CTCPrefixLogitsProcessor:
                 continue
             spelled, silent, ends = {}, [], []
             # end-of-text is always a candidate, in the LLM's top k or not: once the hypothesis has
-            # spelled all the audio holds, the CTC score ends it (else the least bad spelling token
-            # wins and the hypothesis loops on single letters until max_new_tokens)
+            # spelled all the audio holds, the CTC score can end it (else only the LLM could)
             candidates = top[row].tolist()
             candidates += [e for e in self.eos if e not in candidates and e < log_p.shape[-1]]
             for c in candidates:
@@ -249,7 +259,7 @@ class CTCPrefixLogitsProcessor:
             # something, less silent_penalty, so that waiting never wins and never loops
             best = max(delta.values(), default=0.0)
             delta.update({c: best - self.silent_penalty for c in silent})
-            delta.update({c: scorer.full_score(base.rstrip()) - base_score for c in ends})
+            delta.update({c: end for c in ends})
             for c, d in delta.items():
                 out[row, c] = (1 - w) * log_p[row, c] + w * d
         return out
