@@ -20,6 +20,7 @@ import numpy as np
 
 from speechllm.audio import AudioLike, load_audio
 from speechllm.decoding import DecodeOptions, decode_options
+from speechllm.segment import split_long
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,35 @@ def generate(audio: AudioLike | Sequence[AudioLike], instructions: str | Sequenc
     speech_model = load_model(model)
     transcription = all(i is None for i in instructions)
     options = model_decode_options(speech_model, transcription, **decode)
+    segment = options.max_segment_seconds if transcription else 0.0
     out: list[str] = []
     for start in range(0, len(clips), batch_size):  # decode audio per batch: memory stays bounded
         waves = [load_audio(c, speech_model.sampling_rate) for c in clips[start : start + batch_size]]
-        out += speech_model.generate(waves, instructions[start : start + batch_size], options)
+        if segment > 0:
+            out += _transcribe_in_pieces(speech_model, waves, segment, options, batch_size)
+        else:
+            out += speech_model.generate(waves, instructions[start : start + batch_size], options)
     return out
+
+
+def _transcribe_in_pieces(speech_model: SpeechModel, waves: list[np.ndarray], max_seconds: float,
+                          options: DecodeOptions, batch_size: int) -> list[str]:
+    """Transcripts of ``waves``, each cut at its quiet points into pieces of <= ``max_seconds``
+    (speechllm.segment) that are decoded in batches and joined with spaces."""
+    pieces, owner = [], []
+    for i, wave in enumerate(waves):
+        for piece in split_long(wave, speech_model.sampling_rate, max_seconds):
+            pieces.append(piece)
+            owner.append(i)
+    texts: list[str] = []
+    for start in range(0, len(pieces), batch_size):
+        chunk = pieces[start : start + batch_size]
+        texts += speech_model.generate(chunk, [None] * len(chunk), options)
+    joined: list[list[str]] = [[] for _ in waves]
+    for i, text in zip(owner, texts):
+        if text.strip():
+            joined[i].append(text.strip())
+    return [" ".join(parts) for parts in joined]
 
 
 def transcribe(audio: AudioLike | Sequence[AudioLike], *, model: str | SpeechModel = DEFAULT_MODEL,

@@ -19,6 +19,7 @@ Batch dict (``SpeechLLM.make_batch`` builds it; ``forward`` consumes it):
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -290,7 +291,9 @@ class SpeechLLM(nn.Module):
                 log_probs.cpu(), ctc_lengths.cpu(), self.llm.tokenizer, options.ctc_weight,
                 num_beams=options.num_beams, top_k=options.ctc_top_k,
                 max_length_ratio=options.ctc_max_length_ratio)]
-        return self.llm.generate(**inputs, streamer=streamer, **kwargs)
+        with warnings.catch_warnings():  # n-grams of the answer only are what we ask for (the prompt is embeds)
+            warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
+            return self.llm.generate(**inputs, streamer=streamer, **kwargs)
 
     def generate_from_batch(self, batch: dict[str, Any], options: DecodeOptions | None = None,
                             streamer=None) -> list[str]:

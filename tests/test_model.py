@@ -85,7 +85,7 @@ def test_forward_backward_reaches_connector_only(model):
 
 
 def _ids(model, clips, **opts):
-    options = DecodeOptions(max_new_tokens=6, **opts)
+    options = DecodeOptions(**{"max_new_tokens": 6, **opts})
     ids = model.generate_ids(model.make_batch(clips), options)
     pad = model.llm.tokenizer.pad_token_id
     return [[t for t in row.tolist() if t != pad] for row in ids]
@@ -107,6 +107,17 @@ def test_beam_search_and_sampling_run(model):
     torch.manual_seed(0)
     sampled = _ids(model, CLIPS[:2], do_sample=True, temperature=0.7, top_p=0.9)
     assert len(beams) == len(sampled) == 2
+
+
+def test_no_repeat_ngram_size_reaches_generation(model):
+    def repeated_bigrams(row):
+        grams = list(zip(row, row[1:]))
+        return len(grams) - len(set(grams))
+
+    free = _ids(model, CLIPS, max_new_tokens=24)
+    guarded = _ids(model, CLIPS, max_new_tokens=24, no_repeat_ngram_size=2)
+    assert sum(map(repeated_bigrams, free)) > 0  # the random tiny model loops ...
+    assert all(repeated_bigrams(row) == 0 for row in guarded)  # ... and the guard stops every repeat
 
 
 def test_checkpoint_round_trip(model, tmp_path):
