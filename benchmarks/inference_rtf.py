@@ -23,10 +23,15 @@ from speechllm.data.manifest import load_cut_audio
 
 
 def rtfx(model, waves, batch_size: int, options=None) -> tuple[float, float]:
-    model.generate(waves[:1], options=options)  # warm-up
+    def run(batch):  # as speechllm.api.generate transcribes: long clips in pieces when the options say so
+        if options is not None and options.max_segment_seconds > 0:
+            return speechllm.api.transcribe_in_pieces(model, batch, options.max_segment_seconds, options, batch_size)
+        return model.generate(batch, options=options)
+
+    run(waves[:1])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(waves), batch_size):
-        model.generate(waves[i : i + batch_size], options=options)
+        run(waves[i : i + batch_size])
     seconds = time.perf_counter() - start
     return sum(len(w) for w in waves) / 16000 / seconds, seconds
 

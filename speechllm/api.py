@@ -129,13 +129,13 @@ def generate(audio: AudioLike | Sequence[AudioLike], instructions: str | Sequenc
     for start in range(0, len(clips), batch_size):  # decode audio per batch: memory stays bounded
         waves = [load_audio(c, speech_model.sampling_rate) for c in clips[start : start + batch_size]]
         if segment > 0:
-            out += _transcribe_in_pieces(speech_model, waves, segment, options, batch_size)
+            out += transcribe_in_pieces(speech_model, waves, segment, options, batch_size)
         else:
             out += speech_model.generate(waves, instructions[start : start + batch_size], options)
     return out
 
 
-def _transcribe_in_pieces(speech_model: SpeechModel, waves: list[np.ndarray], max_seconds: float,
+def transcribe_in_pieces(speech_model: SpeechModel, waves: list[np.ndarray], max_seconds: float,
                           options: DecodeOptions, batch_size: int) -> list[str]:
     """Transcripts of ``waves``, each cut at its quiet points into pieces of <= ``max_seconds``
     (speechllm.segment) that are decoded in batches and joined with spaces."""
