@@ -4,8 +4,8 @@ in ../shared/data/librispeech_samples (20 F / 20 M speakers, 8.6 min), labelled 
     .venv/bin/python recipes/asr/slam_tiny/pseudo_dev.py      # -> runs/data/ls40_pseudo/manifest.jsonl.gz
 
 Not a test set (train-clean-100, no reference transcripts): WER against it measures disagreement with
-Whisper tiny.en, which makes ~5% errors of its own on such speech, so it ranks settings, it does not report
-accuracy.  Used in session 7 to choose max_segment_seconds: every test set stays untouched until then.
+Whisper tiny.en, which errs itself (6.9% WER on the 4 LibriSpeech test-clean samples), so it ranks
+settings, it does not report accuracy.  Used in session 7 to choose max_segment_seconds: every test set stays untouched until then.
 """
 
 from __future__ import annotations
