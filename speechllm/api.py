@@ -20,7 +20,7 @@ import numpy as np
 
 from speechllm.audio import AudioLike, load_audio
 from speechllm.decoding import DecodeOptions, decode_options
-from speechllm.segment import split_long
+from speechllm.segment import join_pieces, split_long
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,10 @@ def transcribe_in_pieces(speech_model: SpeechModel, waves: list[np.ndarray], max
     for start in range(0, len(pieces), batch_size):
         chunk = pieces[start : start + batch_size]
         texts += speech_model.generate(chunk, [None] * len(chunk), options)
-    joined: list[list[str]] = [[] for _ in waves]
+    per_clip: list[list[str]] = [[] for _ in waves]
     for i, text in zip(owner, texts):
-        if text.strip():
-            joined[i].append(text.strip())
-    return [" ".join(parts) for parts in joined]
+        per_clip[i].append(text)
+    return [join_pieces(parts) for parts in per_clip]
 
 
 def transcribe(audio: AudioLike | Sequence[AudioLike], *, model: str | SpeechModel = DEFAULT_MODEL,

@@ -8,13 +8,16 @@ read or conversational speech, a pause — searching only the middle part of the
 pieces stay comparable in length, and recursing until every piece is short enough.  Deterministic, needs
 no model; ~0.4 ms per second of audio (measured on a 10-minute clip on this 2-core CPU).
 
-`split_long` returns the pieces; `speechllm.api.generate` decodes them and joins their transcripts when
-the decoding option ``max_segment_seconds`` is set (the shipped model's checkpoint sets it).  Unlike the
-server's Silero-VAD spans (speechllm.serve.segments, for subtitle timestamps), the pieces here cover the
-whole clip: no audio is dropped, however quiet.
+`split_long` returns the pieces and `join_pieces` joins their transcripts: `speechllm.api.generate` and the
+server's transcription route (speechllm.serve.app) do both when the decoding option ``max_segment_seconds``
+is set (the shipped model's checkpoint sets it).  Unlike the server's Silero-VAD spans
+(speechllm.serve.segments, for subtitle timestamps), the pieces here cover the whole clip: no audio is
+dropped, however quiet.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -68,3 +71,8 @@ def split_long(wave: np.ndarray, rate: int, max_seconds: float, **kwargs) -> lis
     points = split_points(wave, rate, max_seconds, **kwargs)
     bounds = [0, *points, len(wave)]
     return [wave[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def join_pieces(texts: Sequence[str]) -> str:
+    """One clip's transcript from those of its `split_long` pieces, in order (empty ones dropped)."""
+    return " ".join(text.strip() for text in texts if text.strip())

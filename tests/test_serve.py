@@ -155,6 +155,101 @@ def test_prompt_hint_reaches_a_speech_llm_only(tiny_model):
     assert transcription_instruction(types.SimpleNamespace(), "Kubernetes") is None  # Whisper, cascade: no input
 
 
+# ---- transcription decodes as the checkpoint recommends ------------------------------------------------
+class RecordingModel:
+    """Answers "p0", "p1"... (one per clip, numbered across calls) and records what each ``generate``
+    got; like the shipped checkpoint, it recommends beam 4, CTC weight 0.1 and pieces of <= 8 s."""
+
+    sampling_rate = 16000
+    name = NAME
+    decode_defaults = {"num_beams": 4, "ctc_weight": 0.1, "max_segment_seconds": 8}
+
+    def __init__(self):
+        self.calls: list[tuple[list[np.ndarray], list[str | None], DecodeOptions]] = []
+
+    def generate(self, waveforms, instructions=None, options=None, streamer=None):
+        first = sum(len(waves) for waves, _, _ in self.calls)
+        self.calls.append((list(waveforms), list(instructions), options))
+        return [f"p{first + i}" for i in range(len(waveforms))]
+
+
+BEAM = DecodeOptions(max_new_tokens=TOKENS, num_beams=4, ctc_weight=0.1, max_segment_seconds=8)
+GREEDY = DecodeOptions(max_new_tokens=TOKENS)
+# 17 s with two 0.5 s pauses: longer than 8 s, so transcription cuts it (at the pauses)
+LONG = wav_bytes(np.concatenate([tone(5.0), np.zeros(8000, np.float32), tone(6.0, freq=300, seed=1),
+                                 np.zeros(8000, np.float32), tone(5.0, freq=260, seed=2)]))
+
+
+def _transcribe(base: str, data: bytes = CLIP, **form) -> httpx.Response:
+    return httpx.post(f"{base}/v1/audio/transcriptions", files={"file": ("c.wav", data)},
+                      data={"model": NAME, **form}, timeout=30)
+
+
+def test_transcription_gets_the_recommended_decoding():
+    model = RecordingModel()
+    with BackgroundServer(create_app(_config(), model)) as base:
+        assert _transcribe(base).json() == {"text": "p0"}
+        assert _transcribe(base, response_format="srt").text.startswith("1\n00:00:00,000 --> 00:00:01,500\np1")
+        assert _transcribe(base, temperature="0.5").json() == {"text": "p2"}
+    (_, _, plain), (_, _, spans), (_, _, sampled) = model.calls
+    assert plain == spans == BEAM  # the VAD spans of srt get the same options
+    # a temperature samples as before (one sequence), the rest of the recommendation stays
+    assert sampled == DecodeOptions(max_new_tokens=TOKENS, do_sample=True, temperature=0.5, ctc_weight=0.1,
+                                    max_segment_seconds=8)
+
+
+def test_long_transcription_is_decoded_in_pieces_and_joined_in_order():
+    model = RecordingModel()
+    with BackgroundServer(create_app(_config(max_batch_size=2), model)) as base:
+        text = _transcribe(base, LONG, response_format="text").text
+    pieces = [wave for waves, _, _ in model.calls for wave in waves]
+    assert len(pieces) == 3 and all(len(p) <= 8 * 16000 for p in pieces)
+    assert np.array_equal(np.concatenate(pieces), load_audio(LONG, 16000))  # the whole clip, in order
+    assert text == "p0 p1 p2"
+    # one request, two forwards of at most max_batch_size clips, all with the recommended options
+    assert [(len(waves), instructions, options) for waves, instructions, options in model.calls] == [
+        (2, [None, None], BEAM), (1, [None], BEAM)]
+
+
+def test_translation_chat_and_streaming_decode_whole_clips_greedily():
+    model = RecordingModel()
+    with BackgroundServer(create_app(_config(), model)) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+        assert client.audio.translations.create(model=NAME, file=("c.wav", LONG)).text == "p0"
+        assert client.chat.completions.create(model=NAME, messages=audio_message(LONG, "Summarize it.")
+                                              ).choices[0].message.content == "p1"
+        with httpx.stream("POST", f"{base}/v1/audio/transcriptions", files={"file": ("c.wav", LONG)},
+                          data={"model": NAME, "stream": "true"}) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == {"type": "transcript.text.done", "text": "p2"}
+    wave = load_audio(LONG, 16000)
+    assert len(model.calls) == 3
+    for waves, _, options in model.calls:
+        assert len(waves) == 1 and np.array_equal(waves[0], wave) and options == GREEDY
+
+
+def test_beam_search_transcriptions_still_share_forwards():
+    model = RecordingModel()
+    with BackgroundServer(create_app(_config(batch_wait_ms=300), model)) as base:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            texts = list(pool.map(lambda _: _transcribe(base).json()["text"], range(4)))
+    assert sorted(texts) == ["p0", "p1", "p2", "p3"]
+    assert len(model.calls) < 4 and all(options == BEAM for _, _, options in model.calls)
+
+
+def test_transcription_equals_library_with_recommended_decoding(tiny_model, monkeypatch):
+    """The real tiny model recommending beam 2 and pieces of <= 1 s: the server says what
+    ``speechllm.transcribe`` says, which is not the greedy whole-clip answer."""
+    import speechllm
+
+    monkeypatch.setattr(tiny_model.config, "decode", {"num_beams": 2, "max_segment_seconds": 1.0})
+    data = wav_bytes(np.concatenate([tone(0.8), np.zeros(4800, np.float32), tone(0.9, freq=330, seed=1)]))
+    want = speechllm.transcribe(data, model=tiny_model, max_new_tokens=TOKENS)
+    assert want and want != expected(tiny_model, data)
+    with BackgroundServer(create_app(_config(), tiny_model)) as base:
+        assert _transcribe(base, data).json() == {"text": want}
+
+
 # ---- concurrency ----------------------------------------------------------------------------------
 def test_concurrent_requests_are_batched_and_not_mixed_up(tiny_model):
     clips = [wav_bytes(tone(1.0 + 0.25 * i, freq=180 + 40 * i, seed=i)) for i in range(8)]

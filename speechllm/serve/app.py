@@ -11,6 +11,13 @@
 
 Every model call goes through the :class:`~speechllm.serve.batching.Batcher`; every ``/v1``
 request through the :class:`~speechllm.serve.guard.Guard` first.
+
+Transcriptions decode as ``speechllm.transcribe`` does: with the model's recommended options (a
+checkpoint's ``decode:``, e.g. beam 4 with its CTC head; temperature > 0 samples instead), and in
+json/text a clip longer than ``max_segment_seconds`` is cut at its pauses (speechllm.segment) and the
+pieces' transcripts joined; srt/vtt/verbose_json decode each Silero-VAD span whole, with the same
+options.  ``stream: true`` decodes greedily, token by token, whole clips: beam search cannot stream.
+Translations and chat completions are instructions: greedy (or sampled), whole clips.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from speechllm.audio import AudioLimits
+from speechllm.segment import join_pieces, split_long
 from speechllm.serve import reply
 from speechllm.serve.batching import Batcher, Job, Overloaded
 from speechllm.serve.config import ServeConfig
@@ -154,11 +162,14 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         del data
         instruction = (TRANSLATE_INSTRUCTION if task == "translate"
                        else transcription_instruction(server.model, prompt))
-        options = decode_options(config.max_new_tokens, temperature)
+        # transcription decodes as the model recommends; a streamed answer stays greedy, token by token
+        # (transformers' streamers refuse beam search), and translation is an instruction like chat's
+        options = decode_options(config.max_new_tokens, temperature, model=server.model,
+                                 transcription=task == "transcribe" and not stream)
         if stream:
             return _sse(_transcript_events(server.open_stream(wave, instruction, options), server))
         if fmt in ("json", "text"):
-            text = (await server.generate([wave], [instruction], options))[0]
+            text = await _answer_in_pieces(server, wave, instruction, options)
             return PlainTextResponse(text) if fmt == "text" else _json({"text": text})
         rate = server.rate
         spans = await run_in_threadpool(speech_spans, wave, rate)
@@ -205,6 +216,16 @@ def _add_routes(app: FastAPI, server: Server) -> None:
             raise APIError(503, "text-to-speech is turned off on this server", code="tts_unavailable")
         wav = await run_in_threadpool(reply.synthesize_wav, request.input, request.voice)
         return Response(wav, media_type="audio/wav")
+
+
+async def _answer_in_pieces(server: Server, wave: np.ndarray, instruction: str | None, options) -> str:
+    """The answer for one clip; past ``options.max_segment_seconds`` (set for transcription only) the
+    clip is cut at its pauses and its pieces, one request to the batcher, are joined as
+    ``api.transcribe_in_pieces`` joins them."""
+    if options.max_segment_seconds <= 0:
+        return (await server.generate([wave], [instruction], options))[0]
+    pieces = await run_in_threadpool(split_long, wave, server.rate, options.max_segment_seconds)
+    return join_pieces(await server.generate(pieces, [instruction] * len(pieces), options))
 
 
 def _json(body: dict) -> Response:

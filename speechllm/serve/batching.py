@@ -3,9 +3,13 @@
 One worker thread owns the model.  Requests wait in a bounded queue; the worker takes the
 oldest, waits up to ``wait_s`` for more with the same decoding options, and runs them as one
 batch of at most ``max_batch_size`` clips (the scheme of TorchServe's and Triton's dynamic
-batchers).  A full queue raises :class:`Overloaded` at once, so overload is answered quickly
-instead of piling up.  Each job has a deadline; expired or cancelled jobs are skipped, and a
-batch whose jobs have all gone stops generating (a streamer that raises ends HF ``generate``).
+batchers); one request with more clips (a long transcription's pieces) runs in several.
+Requests batch by their whole :class:`DecodeOptions`: all transcriptions share the model's
+recommended ones (beam search included), so they batch together.  A full queue raises
+:class:`Overloaded` at once, so overload is answered quickly instead of piling up.  Each job has
+a deadline; expired or cancelled jobs are skipped, and a batch whose jobs have all gone stops
+generating (a streamer that raises ends HF ``generate``; beam search, which takes no streamer,
+stops between forwards).
 
 A streamed job runs alone (transformers' text streamers take batch 1) and sends its text
 pieces to an asyncio queue as events ``("delta", text)`` then ``("done", full_text)`` or
@@ -229,7 +233,7 @@ class Batcher:
         sink = _StreamSink(self._tokenizer, live[0]) if streamed and self._tokenizer is not None else None
         streamer = sink if streamed else (_CancelWatch(live) if options.num_beams == 1 else None)
         try:
-            texts = self._generate(waves, instructions, options, streamer)
+            texts = self._generate(waves, instructions, options, streamer, live)
         except _Aborted:
             for job in live:
                 self._fail(job, TimeoutError("cancelled or timed out while generating"))
@@ -239,7 +243,7 @@ class Batcher:
             for job in live:
                 self._fail(job, err)
             return
-        self.batches_run += 1
+        self.batches_run += -(-len(waves) // self.max_batch_size)  # forwards run
         self.clips_run += len(waves)
         for job in live:
             answers, texts = texts[: len(job.waves)], texts[len(job.waves):]
@@ -249,10 +253,19 @@ class Batcher:
                 job.emit("done", answers[0])
             _resolve(job.future, answers)
 
-    def _generate(self, waves, instructions, options, streamer) -> list[str]:
+    def _generate(self, waves, instructions, options, streamer, jobs: list[Job]) -> list[str]:
+        """Answers in forwards of at most ``max_batch_size`` clips: one job, a long clip's pieces, may
+        bring more.  Beam search gets no streamer (transformers refuses one), so ``jobs`` that are
+        all gone stop it between forwards only."""
         if options.num_beams > 1:
-            streamer = None  # transformers refuses streamers with beam search
-        return self.model.generate(waves, instructions, options, streamer=streamer)
+            streamer = None
+        texts: list[str] = []
+        for start in range(0, len(waves), self.max_batch_size):
+            if start and all(job.gone() for job in jobs):
+                raise _Aborted
+            end = start + self.max_batch_size
+            texts += self.model.generate(waves[start:end], instructions[start:end], options, streamer=streamer)
+        return texts
 
     def _fail(self, job: Job, err: Exception) -> None:
         job.emit("error", err)

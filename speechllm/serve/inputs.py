@@ -14,6 +14,7 @@ import binascii
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from speechllm.api import model_decode_options
 from speechllm.audio import AudioError, AudioLimits, load_audio
 from speechllm.decoding import DecodeOptions
 from speechllm.serve.errors import APIError
@@ -81,9 +82,13 @@ def transcription_instruction(model, prompt: str | None) -> str | None:
 
 
 def decode_options(max_new_tokens: int, temperature: float | None = None, top_p: float | None = None,
-                   requested_tokens: int | None = None) -> DecodeOptions:
-    """Greedy unless a temperature > 0 is asked for; never more than the server's token cap."""
-    tokens = min(requested_tokens or max_new_tokens, max_new_tokens)
+                   requested_tokens: int | None = None, *, model=None, transcription: bool = False) -> DecodeOptions:
+    """A request's decoding options, never more tokens than the server's cap.
+
+    For ``transcription`` they start from ``model``'s recommended ones, as ``speechllm.transcribe`` does
+    (api.model_decode_options: a checkpoint's ``decode:``, e.g. beam 4 with its CTC head, long clips in
+    pieces); otherwise from greedy.  A temperature > 0 samples instead, one sequence (no beams)."""
+    asked: dict = {"max_new_tokens": min(requested_tokens or max_new_tokens, max_new_tokens)}
     if temperature:
-        return DecodeOptions(max_new_tokens=tokens, do_sample=True, temperature=temperature, top_p=top_p or 1.0)
-    return DecodeOptions(max_new_tokens=tokens)
+        asked.update(do_sample=True, temperature=temperature, top_p=top_p or 1.0, num_beams=1)
+    return model_decode_options(model, transcription, **asked)
