@@ -302,9 +302,14 @@ def test_overload_is_refused_fast_and_server_recovers(tiny_model):
 
 
 def test_timeout_and_model_failure_answer_cleanly(tiny_model):
-    with BackgroundServer(create_app(_config(request_timeout_s=0.2), SlowModel(tiny_model, delay=0.6))) as base:
+    slow = SlowModel(tiny_model, delay=0.6)
+    with BackgroundServer(create_app(_config(request_timeout_s=0.2, timeout_per_audio_s=0), slow)) as base:
         r = httpx.post(f"{base}/v1/audio/transcriptions", files={"file": ("c.wav", CLIP)}, data={"model": NAME})
-        assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]
+        assert r.status_code == 504 and r.json()["error"]["message"] == "request timed out after 0.2 s"
+    # the deadline grows with the audio: 0.2 s + 1 s per second of the 1.5 s clip outlasts the delay
+    with BackgroundServer(create_app(_config(request_timeout_s=0.2, timeout_per_audio_s=1), slow)) as base:
+        r = httpx.post(f"{base}/v1/audio/transcriptions", files={"file": ("c.wav", CLIP)}, data={"model": NAME})
+        assert r.status_code == 200 and r.json()["text"]
     with BackgroundServer(create_app(_config(), SlowModel(tiny_model, fail=True))) as base:
         r = httpx.post(f"{base}/v1/audio/transcriptions", files={"file": ("c.wav", CLIP)}, data={"model": NAME})
         assert r.status_code == 500

@@ -78,17 +78,26 @@ class Server:
             raise APIError(404, f"model {model!r} is not served here; this server serves {self.name!r}",
                            param="model", code="model_not_found")
 
+    def timeout(self, waves: list[np.ndarray]) -> float:
+        """A request's deadline in seconds: ``request_timeout_s`` plus ``timeout_per_audio_s`` per second
+        of its audio, so that a long upload (decoded in many pieces, beam search) is not cut off by a
+        limit sized for short clips."""
+        seconds = sum(len(w) for w in waves) / self.rate
+        return self.config.request_timeout_s + self.config.timeout_per_audio_s * seconds
+
     async def generate(self, waves: list[np.ndarray], instructions: list[str | None], options) -> list[str]:
+        timeout = self.timeout(waves)
         try:
-            return await self.batcher.generate(waves, instructions, options, self.config.request_timeout_s)
+            return await self.batcher.generate(waves, instructions, options, timeout)
         except BaseException as err:
-            raise _as_api_error(err, self.config.request_timeout_s) from None
+            raise _as_api_error(err, timeout) from None
 
     def open_stream(self, wave: np.ndarray, instruction: str | None, options) -> Job:
+        timeout = self.timeout([wave])
         try:
-            return self.batcher.open_stream(wave, instruction, options, self.config.request_timeout_s)
+            return self.batcher.open_stream(wave, instruction, options, timeout)
         except Overloaded as err:
-            raise _as_api_error(err, self.config.request_timeout_s) from None
+            raise _as_api_error(err, timeout) from None
 
 
 def _as_api_error(err: BaseException, timeout: float) -> BaseException:
@@ -243,16 +252,16 @@ def _sse(events: AsyncIterator[dict | str]) -> StreamingResponse:
 
 async def _stream_errors(job: Job, server: Server) -> AsyncIterator[tuple[str, Any]]:
     """The job's events; a failure or timeout becomes one ``("error", body)`` event."""
+    timeout = server.timeout(job.waves)
     try:
         async for kind, value in server.batcher.events(job):
             if kind == "error":
-                err = _as_api_error(value, server.config.request_timeout_s)
+                err = _as_api_error(value, timeout)
                 yield "error", error_body(err.status_code, err.message, code=err.code)
                 return
             yield kind, value
     except TimeoutError:
-        yield "error", error_body(504, f"request timed out after {server.config.request_timeout_s:g} s",
-                                  code="timeout")
+        yield "error", error_body(504, f"request timed out after {timeout:g} s", code="timeout")
 
 
 async def _chat_events(job: Job, server: Server) -> AsyncIterator[dict | str]:

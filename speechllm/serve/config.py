@@ -20,6 +20,7 @@ class ServeConfig:
     batch_wait_ms: float = 10.0  # how long the first request of a batch waits for company
     max_queue: int = 32  # requests waiting for the model; beyond: 503
     max_concurrent: int = 64  # requests in flight (reading, decoding, queued, running); beyond: 429
-    request_timeout_s: float = 60.0
+    request_timeout_s: float = 60.0  # a request's deadline: this much ...
+    timeout_per_audio_s: float = 1.0  # ... plus this much per second of its audio (long uploads decode longer)
     max_new_tokens: int = 256  # the most a request may ask for
     tts: bool = True  # offer /v1/audio/speech when speechllm.tts has a voice
