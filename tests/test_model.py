@@ -109,6 +109,25 @@ def test_beam_search_and_sampling_run(model):
     assert len(beams) == len(sampled) == 2
 
 
+def test_beam_search_runs_the_prompt_once_per_clip(model, monkeypatch):
+    """The prompt's cache is computed once per clip and copied to the beams: the same answers as
+    transformers' own prefill (which runs each prompt num_beams times), for a fraction of the work."""
+    positions = []
+    layer = model.llm.model.get_decoder().layers[0]
+    hook = layer.register_forward_hook(lambda mod, args, out: positions.append(args[0].shape[0] * args[0].shape[1]))
+    try:
+        shared = _ids(model, CLIPS, num_beams=3, max_new_tokens=6)
+        shared_work = sum(positions)
+        positions.clear()
+        monkeypatch.setattr(model.llm, "shared_prefill", lambda *args: None)  # transformers' prefill
+        repeated = _ids(model, CLIPS, num_beams=3, max_new_tokens=6)
+        repeated_work = sum(positions)
+    finally:
+        hook.remove()
+    assert shared == repeated  # CLIPS differ in length: left-padded prompts
+    assert shared_work < 0.5 * repeated_work
+
+
 def test_no_repeat_ngram_size_reaches_generation(model):
     def repeated_bigrams(row):
         grams = list(zip(row, row[1:]))

@@ -80,7 +80,14 @@ class HFCausalLM(nn.Module):
         return self.model.get_output_embeddings()(hidden[where])  # (N, H) -> (N, V)
 
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Returns only the new token ids, (B, N)."""
+        """Returns only the new token ids, (B, N).
+
+        With beam search, transformers copies every prompt ``num_beams`` times before its prefill, so
+        the prompt (hundreds of audio positions) is run ``num_beams`` times over; here it runs once per
+        clip and the key/value cache is copied to the beams instead (:meth:`shared_prefill`)."""
+        beams = max(int(kwargs.get("num_beams") or 1), int(kwargs.get("num_return_sequences") or 1))
+        if beams > 1 and inputs_embeds.shape[1] > 1 and kwargs.get("cache") is None:
+            kwargs["cache"] = self.shared_prefill(inputs_embeds, attention_mask, beams)
         return self.model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -88,6 +95,21 @@ class HFCausalLM(nn.Module):
             pad_token_id=self.tokenizer.pad_token_id,
             **kwargs,
         )
+
+
+    @torch.no_grad()
+    def shared_prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, copies: int):
+        """The cache of every prompt position but the last, computed once per row and repeated
+        ``copies`` times per row (as ``generate`` repeats its inputs); ``generate`` then runs only the
+        last position.  Positions follow the mask as ``generate`` numbers them (left padding)."""
+        from transformers import DynamicCache
+
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        cache = DynamicCache(config=self.model.config)
+        self.model.get_decoder()(inputs_embeds=inputs_embeds[:, :-1], attention_mask=attention_mask[:, :-1],
+                                 position_ids=positions[:, :-1], cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(copies)
+        return cache
 
 
 def chat_template_special_ids(tokenizer) -> set[int]:
