@@ -211,6 +211,19 @@ def test_long_transcription_is_decoded_in_pieces_and_joined_in_order():
         (2, [None, None], BEAM), (1, [None], BEAM)]
 
 
+def test_long_speech_region_becomes_timed_segments_of_at_most_8_s():
+    model = RecordingModel()
+    with BackgroundServer(create_app(_config(), model)) as base:
+        body = _transcribe(base, LONG, response_format="verbose_json").json()
+    segments = body["segments"]
+    pieces = [wave for waves, _, _ in model.calls for wave in waves]
+    assert len(segments) == len(pieces) >= 3 and all(len(p) <= 8 * 16000 for p in pieces)
+    assert all(0 < s["end"] - s["start"] <= 8.0 for s in segments)
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(segments, segments[1:]))  # in time order
+    assert [s["text"].strip() for s in segments] == [f"p{i}" for i in range(len(pieces))]
+    assert all(options == BEAM for _, _, options in model.calls)
+
+
 def test_translation_chat_and_streaming_decode_whole_clips_greedily():
     model = RecordingModel()
     with BackgroundServer(create_app(_config(), model)) as base:

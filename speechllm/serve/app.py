@@ -15,8 +15,9 @@ request through the :class:`~speechllm.serve.guard.Guard` first.
 Transcriptions decode as ``speechllm.transcribe`` does: with the model's recommended options (a
 checkpoint's ``decode:``, e.g. beam 4 with its CTC head; temperature > 0 samples instead), and in
 json/text a clip longer than ``max_segment_seconds`` is cut at its pauses (speechllm.segment) and the
-pieces' transcripts joined; srt/vtt/verbose_json decode each Silero-VAD span whole, with the same
-options.  ``stream: true`` decodes greedily, token by token, whole clips: beam search cannot stream.
+pieces' transcripts joined; srt/vtt/verbose_json decode each Silero-VAD span with the same options, a span
+longer than ``max_segment_seconds`` cut the same way into segments of their own.  ``stream: true``
+decodes greedily, token by token, whole clips: beam search cannot stream.
 Translations and chat completions are instructions: greedy (or sampled), whole clips.
 """
 
@@ -37,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from speechllm.audio import AudioLimits
-from speechllm.segment import join_pieces, split_long
+from speechllm.segment import join_pieces, split_long, split_points
 from speechllm.serve import reply
 from speechllm.serve.batching import Batcher, Job, Overloaded
 from speechllm.serve.config import ServeConfig
@@ -182,6 +183,8 @@ def _add_routes(app: FastAPI, server: Server) -> None:
             return PlainTextResponse(text) if fmt == "text" else _json({"text": text})
         rate = server.rate
         spans = await run_in_threadpool(speech_spans, wave, rate)
+        if options.max_segment_seconds > 0:  # a long speech region: cut at its pauses, one segment per piece
+            spans = [piece for span in spans for piece in _cut_span(wave, rate, span, options.max_segment_seconds)]
         texts = await server.generate([wave[a:b] for a, b in spans], [instruction] * len(spans), options)
         segments = [Segment(a / rate, b / rate, t) for (a, b), t in zip(spans, texts)]
         if fmt == "srt":
@@ -235,6 +238,14 @@ async def _answer_in_pieces(server: Server, wave: np.ndarray, instruction: str |
         return (await server.generate([wave], [instruction], options))[0]
     pieces = await run_in_threadpool(split_long, wave, server.rate, options.max_segment_seconds)
     return join_pieces(await server.generate(pieces, [instruction] * len(pieces), options))
+
+
+def _cut_span(wave: np.ndarray, rate: int, span: tuple[int, int], max_seconds: float) -> list[tuple[int, int]]:
+    """A speech region (sample bounds) as pieces of at most ``max_seconds``, cut where
+    ``segment.split_long`` cuts a clip; together they cover the region."""
+    a, b = span
+    bounds = [a, *(a + p for p in split_points(wave[a:b], rate, max_seconds)), b]
+    return list(zip(bounds, bounds[1:]))
 
 
 def _json(body: dict) -> Response:
