@@ -241,6 +241,17 @@ def test_translation_chat_and_streaming_decode_whole_clips_greedily():
         assert len(waves) == 1 and np.array_equal(waves[0], wave) and options == GREEDY
 
 
+def test_chat_with_audio_only_is_a_transcription():
+    model = RecordingModel()
+    with BackgroundServer(create_app(_config(), model)) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+        answer = client.chat.completions.create(model=NAME, messages=audio_message(LONG)).choices[0].message.content
+    pieces = [wave for waves, _, _ in model.calls for wave in waves]
+    assert answer == " ".join(f"p{i}" for i in range(len(pieces))) and len(pieces) == 3
+    assert np.array_equal(np.concatenate(pieces), load_audio(LONG, 16000))
+    assert all(instructions == [None] * len(waves) and options == BEAM for waves, instructions, options in model.calls)
+
+
 def test_beam_search_transcriptions_still_share_forwards():
     model = RecordingModel()
     with BackgroundServer(create_app(_config(batch_wait_ms=300), model)) as base:

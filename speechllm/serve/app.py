@@ -18,7 +18,8 @@ json/text a clip longer than ``max_segment_seconds`` is cut at its pauses (speec
 pieces' transcripts joined; srt/vtt/verbose_json decode each Silero-VAD span with the same options, a span
 longer than ``max_segment_seconds`` cut the same way into segments of their own.  ``stream: true``
 decodes greedily, token by token, whole clips: beam search cannot stream.
-Translations and chat completions are instructions: greedy (or sampled), whole clips.
+Translations and chat completions with text are instructions: greedy (or sampled), whole clips; a chat
+completion with audio only asks for the transcription and is decoded as one.
 """
 
 from __future__ import annotations
@@ -211,12 +212,13 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     async def chat_completions(request: ChatRequest) -> Response:
         server.check_model(request.model)
         wave, instruction = await chat_audio(request, server.rate, server.limits)
+        # audio without text asks for its transcription (as speechllm.generate reads None): decoded as one
         options = decode_options(config.max_new_tokens, request.temperature, request.top_p,
-                                 request.max_completion_tokens or request.max_tokens)
+                                 request.max_completion_tokens or request.max_tokens, model=server.model,
+                                 transcription=instruction is None and not request.stream)
         if request.stream:
             return _sse(_chat_events(server.open_stream(wave, instruction, options), server))
-        text = (await server.generate([wave], [instruction], options))[0]
-        return _json(chat_completion(server.name, text))
+        return _json(chat_completion(server.name, await _answer_in_pieces(server, wave, instruction, options)))
 
     @app.get("/v1/audio/voices")
     async def voices() -> dict:
