@@ -66,11 +66,15 @@ def split_points(wave: np.ndarray, rate: int, max_seconds: float, *, window: flo
     return sorted(cuts)
 
 
+def piece_bounds(wave: np.ndarray, rate: int, max_seconds: float, **kwargs) -> list[tuple[int, int]]:
+    """(start, end) sample bounds of the pieces `split_points` makes; together they cover ``wave``."""
+    bounds = [0, *split_points(wave, rate, max_seconds, **kwargs), len(wave)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def split_long(wave: np.ndarray, rate: int, max_seconds: float, **kwargs) -> list[np.ndarray]:
     """``wave`` cut at `split_points` (a list with ``wave`` itself when it is short enough)."""
-    points = split_points(wave, rate, max_seconds, **kwargs)
-    bounds = [0, *points, len(wave)]
-    return [wave[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [wave[a:b] for a, b in piece_bounds(wave, rate, max_seconds, **kwargs)]
 
 
 def join_pieces(texts: Sequence[str]) -> str:

@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import os
+import random
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -96,17 +97,22 @@ def remove_eval_sentences(texts: Iterable[str], keys: set[str] | None = None) ->
     return kept
 
 
-def load_texts(split: str = "train", root: str | os.PathLike | None = None, sources: Iterable[str] | None = None
-               ) -> list[str]:
+def load_texts(split: str = "train", root: str | os.PathLike | None = None, sources: Iterable[str] | None = None,
+               shuffle_seed: int | None = None) -> list[str]:
     """Unique natural sentences of ``split`` (train/val/test) from ``shared/data/tts_text``, with evaluation
-    sentences removed; val excludes train sentences, test excludes train and val sentences."""
+    sentences removed; val excludes train sentences, test excludes train and val sentences.
+    ``shuffle_seed``: shuffled with ``random.Random(seed)`` (mixing the sources), so that scripts taking
+    slices of it (the slam_tiny recipe's prepare.py, synth_more.py, gpu/pack.py) see the same order."""
     if split not in TEXT_SOURCES:
         raise ValueError(f"split must be one of {sorted(TEXT_SOURCES)}, not {split!r}")
     root = Path(root) if root is not None else shared_data_dir()
     exclude = eval_sentence_keys(root)
     for earlier in list(TEXT_SOURCES)[: list(TEXT_SOURCES).index(split)]:
         exclude |= {text_key(t) for t in _read_split(root, earlier, None)}
-    return _unique(_read_split(root, split, sources), exclude)
+    texts = _unique(_read_split(root, split, sources), exclude)
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(texts)
+    return texts
 
 
 def _read_split(root: Path, split: str, sources: Iterable[str] | None) -> list[str]:

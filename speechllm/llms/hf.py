@@ -96,7 +96,6 @@ class HFCausalLM(nn.Module):
             **kwargs,
         )
 
-
     @torch.no_grad()
     def shared_prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, copies: int):
         """The cache of every prompt position but the last, computed once per row and repeated

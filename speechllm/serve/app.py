@@ -39,7 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from speechllm.audio import AudioLimits
-from speechllm.segment import join_pieces, split_long, split_points
+from speechllm.segment import join_pieces, piece_bounds, split_long
 from speechllm.serve import reply
 from speechllm.serve.batching import Batcher, Job, Overloaded
 from speechllm.serve.config import ServeConfig
@@ -183,9 +183,7 @@ def _add_routes(app: FastAPI, server: Server) -> None:
             text = await _answer_in_pieces(server, wave, instruction, options)
             return PlainTextResponse(text) if fmt == "text" else _json({"text": text})
         rate = server.rate
-        spans = await run_in_threadpool(speech_spans, wave, rate)
-        if options.max_segment_seconds > 0:  # a long speech region: cut at its pauses, one segment per piece
-            spans = [piece for span in spans for piece in _cut_span(wave, rate, span, options.max_segment_seconds)]
+        spans = await run_in_threadpool(_segment_spans, wave, rate, options.max_segment_seconds)
         texts = await server.generate([wave[a:b] for a, b in spans], [instruction] * len(spans), options)
         segments = [Segment(a / rate, b / rate, t) for (a, b), t in zip(spans, texts)]
         if fmt == "srt":
@@ -232,6 +230,15 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         return Response(wav, media_type="audio/wav")
 
 
+def _segment_spans(wave: np.ndarray, rate: int, max_seconds: float) -> list[tuple[int, int]]:
+    """Subtitle segments (sample bounds): the Silero-VAD speech regions, a region longer than
+    ``max_seconds`` (when > 0) cut at its pauses into segments of their own."""
+    spans = speech_spans(wave, rate)
+    if max_seconds <= 0:
+        return spans
+    return [(a + start, a + end) for a, b in spans for start, end in piece_bounds(wave[a:b], rate, max_seconds)]
+
+
 async def _answer_in_pieces(server: Server, wave: np.ndarray, instruction: str | None, options) -> str:
     """The answer for one clip; past ``options.max_segment_seconds`` (set for transcription only) the
     clip is cut at its pauses and its pieces, one request to the batcher, are joined as
@@ -240,14 +247,6 @@ async def _answer_in_pieces(server: Server, wave: np.ndarray, instruction: str |
         return (await server.generate([wave], [instruction], options))[0]
     pieces = await run_in_threadpool(split_long, wave, server.rate, options.max_segment_seconds)
     return join_pieces(await server.generate(pieces, [instruction] * len(pieces), options))
-
-
-def _cut_span(wave: np.ndarray, rate: int, span: tuple[int, int], max_seconds: float) -> list[tuple[int, int]]:
-    """A speech region (sample bounds) as pieces of at most ``max_seconds``, cut where
-    ``segment.split_long`` cuts a clip; together they cover the region."""
-    a, b = span
-    bounds = [a, *(a + p for p in split_points(wave[a:b], rate, max_seconds)), b]
-    return list(zip(bounds, bounds[1:]))
 
 
 def _json(body: dict) -> Response:

@@ -35,11 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     save_manifest(import_shared("an4", split="train"), f"{args.out}/an4_train.jsonl.gz", relative=False)
-    texts = load_texts("train")
-    random.Random(0).shuffle(texts)  # mix LibriTTS / LJ / VCTK sentences before taking a prefix
+    texts = load_texts("train", shuffle_seed=0)  # LibriTTS / LJ / VCTK sentences mixed before taking a prefix
     build_synth_set(texts[: args.sentences], list(TRAIN_VOICES), f"{args.out}/synth_train", jobs=args.jobs)
-    val = load_texts("val")
-    random.Random(0).shuffle(val)
+    val = load_texts("val", shuffle_seed=0)
     build_synth_set(val[: args.val_sentences], list(TRAIN_VOICES), f"{args.out}/synth_val", jobs=args.jobs,
                     split="val")
     lines = (shared_data_dir() / "librispeech_test_transcripts" / "test-clean.trans.txt").read_text().splitlines()

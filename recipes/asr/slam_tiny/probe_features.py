@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from speechllm.ctc import CTCHead, CTCHeadConfig, char_ids, greedy_chars
 from speechllm.data.manifest import iter_examples, load_manifest
-from speechllm.encoders.whisper import WhisperAudioEncoder, WhisperEncoderConfig, whisper_log_mel
+from speechllm.encoders.whisper import WhisperAudioEncoder, WhisperEncoderConfig
 from speechllm.evaluate import score
 
 TRAIN = ["runs/data/an4_train.jsonl.gz", "runs/data/synth_train/manifest.jsonl.gz",
@@ -45,22 +45,20 @@ WINDOW = 480_000  # 30 s at 16 kHz
 
 @torch.no_grad()
 def encode(enc: WhisperAudioEncoder, wave: np.ndarray, padded: bool) -> list[torch.Tensor]:
-    """All layers' outputs (the last after the final layer norm) for one clip's own frames."""
-    m = enc.model
-    n_out = (len(wave) // enc.hop_length - 1) // 2 + 1
+    """All layers' outputs for the clip's own frames, fp16: the encoder's forward, the inner layers read
+    by hooks (the last as the model sees it, after the final layer norm)."""
+    n_out = int(enc.output_lengths(torch.tensor([len(wave)]))[0])
     if padded:
         wave = np.pad(wave, (0, WINDOW - len(wave)))
-    mel, _ = whisper_log_mel(enc.feature_extractor, [wave])
-    x = F.gelu(m.conv1(mel))
-    x = F.gelu(m.conv2(x)).transpose(1, 2)
-    h = x + m.embed_positions.weight[: x.shape[1]]
-    outs = []
-    for layer in m.layers:
-        h = layer(h, None)
-        h = h[0] if isinstance(h, tuple) else h
-        outs.append(h)
-    outs[-1] = m.layer_norm(outs[-1])
-    return [o[0, :n_out].to(torch.float16).clone() for o in outs]
+    inner: list[torch.Tensor] = []
+    hooks = [layer.register_forward_hook(lambda mod, args, out: inner.append(out[0] if isinstance(out, tuple) else out))
+             for layer in enc.model.layers[:-1]]
+    try:
+        last, _ = enc(*enc.prepare([wave]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [o[0, :n_out].to(torch.float16).clone() for o in [*inner, last]]
 
 
 def sample_train(n: int, seed: int) -> list:
@@ -108,6 +106,15 @@ def pad(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lengths
 
 
+def run_head(head: CTCHead, feats: list[torch.Tensor], ys: list[torch.Tensor]):
+    """Log-probs, their lengths, the summed CTC loss and the number of target characters of a batch."""
+    x, xl = pad(feats)
+    lp, ol = head(x, xl)
+    loss_sum = F.ctc_loss(lp.transpose(0, 1), torch.cat(ys), ol, torch.tensor([len(y) for y in ys]),
+                          zero_infinity=True, reduction="sum")
+    return lp, ol, loss_sum, sum(len(y) for y in ys)
+
+
 def train_head(feats, targets, steps: int, seed: int, cfg: CTCHeadConfig, lr: float) -> CTCHead:
     torch.manual_seed(seed)
     head = CTCHead(feats[0].shape[-1], cfg)
@@ -122,11 +129,8 @@ def train_head(feats, targets, steps: int, seed: int, cfg: CTCHeadConfig, lr: fl
         if not plan:
             plan = batches([len(f) for f in feats], 8_000, rng)
         idx = plan.pop()
-        x, xl = pad([feats[i] for i in idx])
-        lp, ol = head(x, xl)
-        ys = [targets[i] for i in idx]
-        loss = F.ctc_loss(lp.transpose(0, 1), torch.cat(ys), ol, torch.tensor([len(y) for y in ys]),
-                          zero_infinity=True, reduction="sum") / sum(len(y) for y in ys)
+        _, _, loss_sum, chars = run_head(head, [feats[i] for i in idx], [targets[i] for i in idx])
+        loss = loss_sum / chars
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
@@ -143,12 +147,10 @@ def evaluate_head(head, feats, texts) -> dict:
     head.eval()
     total, chars, hyps = 0.0, 0, []
     for i in range(0, len(feats), 16):
-        x, xl = pad(feats[i : i + 16])
-        lp, ol = head(x, xl)
         ys = [torch.tensor(char_ids(t)) for t in texts[i : i + 16]]
-        total += F.ctc_loss(lp.transpose(0, 1), torch.cat(ys), ol, torch.tensor([len(y) for y in ys]),
-                            zero_infinity=True, reduction="sum").item()
-        chars += sum(len(y) for y in ys)
+        lp, ol, loss_sum, n = run_head(head, feats[i : i + 16], ys)
+        total += loss_sum.item()
+        chars += n
         hyps += greedy_chars(lp, ol)
     s = score(texts, hyps)
     return {"loss": total / chars, "wer": 100 * s["wer"], "cer": 100 * s["cer"]}

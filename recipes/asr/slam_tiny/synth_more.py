@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 
 from speechllm.data.synth import build_synth_set
 from speechllm.data.texts import load_texts
@@ -27,7 +26,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="runs/data/synth_train2")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    texts = load_texts("train")
-    random.Random(0).shuffle(texts)  # as prepare.py
+    texts = load_texts("train", shuffle_seed=0)  # the order prepare.py takes its prefix from
     result = build_synth_set(texts[args.start:args.stop], VOICES, args.out, jobs=args.jobs)
     print(result.manifest, len(result.cuts), "clips")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -41,8 +40,7 @@ def main() -> None:
     out = Path(args.out)
     a = out / "a"
     # training sentences: the same shuffled prefix as prepare.py (evaluation sentences already removed)
-    texts = load_texts("train")
-    random.Random(0).shuffle(texts)
+    texts = load_texts("train", shuffle_seed=0)
     with gzip.open(a / "sentences.txt.gz", "wt") as f:
         f.write("\n".join(texts[: args.sentences]) + "\n")
     # Whisper encoder weights only (the decoder is not used by the Speech LLM)
