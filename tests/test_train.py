@@ -162,8 +162,8 @@ def test_fsdp_under_torchrun_matches_one_process_across_a_resume(tmp_path, tiny_
         torch.testing.assert_close(v, b[k], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("recipes/**/config.yaml")),
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("recipes/**/config*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_configs_parse_and_name_their_command(path):
     from speechllm.config import load_config
     from speechllm.train import TrainConfig
