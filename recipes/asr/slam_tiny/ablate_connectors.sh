@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Session 9: connector type and stacking factor, each trained from scratch (config_ablation.yaml: same data,
-# same 400 steps, same batches), two runs at a time on the 2 cores (one thread each), then greedy WER on val.
+# same 250 steps, same batches), two runs at a time on the 2 cores (one thread each), then greedy WER on val.
 #   .venv/bin/python recipes/asr/slam_tiny/prepare.py --sentences 6000 --jobs 2
 #   bash recipes/asr/slam_tiny/ablate_connectors.sh [NAME ...]     (default: all; logs in runs/asr/ablation/)
+# Session 10: a second phase for some of them, warm-started from their step-250 weights (fresh warmup + cosine
+# over CONTINUE steps, data order seed 1 so the batches are new; identical for every name), then the same eval:
+#   CONTINUE=400 bash recipes/asr/slam_tiny/ablate_connectors.sh linear5 linear10     (runs NAME_c400/)
+# and a third phase from the second's weights, on a new batch order:
+#   FROM=_c400 SEED=2 CONTINUE=300 bash recipes/asr/slam_tiny/ablate_connectors.sh linear5 linear10
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 declare -A CONNECTOR=(
@@ -14,7 +19,7 @@ declare -A CONNECTOR=(
   [qformer5]="{type: qformer, window: 5, num_queries: 1, num_layers: 2, hidden_dim: 384, num_heads: 6}"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(linear5 mlp5 conv5 qformer5 linear3 linear10)
+[ ${#names[@]} -gt 0 ] || names=(linear5 mlp5 linear10 qformer5)
 out=runs/asr/ablation
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
@@ -25,6 +30,23 @@ run_one() {  # train, then greedy WER on the validation set (never a test split)
   .venv/bin/speechllm eval runs/data/synth_val/manifest.jsonl.gz --model "$out/$name/last" --num-beams 1 \
     --ctc-weight 0 --out "$out/eval/$name" > "$out/$name.eval.log" 2>&1
 }
+continue_one() {  # a further phase from NAME$FROM/last
+  local name=$1 run=$1${FROM:-}_c$CONTINUE
+  .venv/bin/speechllm train recipes/asr/slam_tiny/config_ablation.yaml "model.connector=${CONNECTOR[$name]}" \
+    "run.out_dir=$out/$run" "run.init_from=$out/$name${FROM:-}/last" "run.seed=${SEED:-1}" optim.warmup_steps=20 \
+    "optim.max_steps=$CONTINUE" "run.eval_every=$CONTINUE" \
+    $( [ -f "$out/$run/last/train_state.pt" ] && echo --resume ) > "$out/$run.train.log" 2>&1
+  .venv/bin/speechllm eval runs/data/synth_val/manifest.jsonl.gz --model "$out/$run/last" --num-beams 1 \
+    --ctc-weight 0 --out "$out/eval/$run" > "$out/$run.eval.log" 2>&1
+}
+if [ -n "${CONTINUE:-}" ]; then
+  for ((i = 0; i < ${#names[@]}; i += 2)); do
+    continue_one "${names[i]}" &
+    [ $((i + 1)) -lt ${#names[@]} ] && continue_one "${names[i + 1]}" &
+    wait
+  done
+  exit 0
+fi
 .venv/bin/speechllm train --cache-only recipes/asr/slam_tiny/config_ablation.yaml "run.out_dir=$out/cache" \
   > "$out/cache.log" 2>&1  # the encoder cache once, shared by every run
 for ((i = 0; i < ${#names[@]}; i += 2)); do
