@@ -2,7 +2,7 @@
 # Session 9: connector type and stacking factor, each trained from scratch (config_ablation.yaml: same data,
 # same 250 steps, same batches), two runs at a time on the 2 cores (one thread each), then greedy WER on val.
 #   .venv/bin/python recipes/asr/slam_tiny/prepare.py --sentences 6000 --jobs 2
-#   bash recipes/asr/slam_tiny/ablate_connectors.sh [NAME ...]     (default: all; logs in runs/asr/ablation/)
+#   bash recipes/asr/slam_tiny/ablate_connectors.sh [NAME ...]   (default: linear5 mlp5 linear10 qformer5; conv5, linear3 too)
 # Session 10: a second phase for some of them, warm-started from their step-250 weights (fresh warmup + cosine
 # over CONTINUE steps, data order seed 1 so the batches are new; identical for every name), then the same eval:
 #   CONTINUE=400 bash recipes/asr/slam_tiny/ablate_connectors.sh linear5 linear10     (runs NAME_c400/)
