@@ -23,34 +23,30 @@ names=("$@")
 out=runs/asr/ablation
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
-run_one() {  # train, then greedy WER on the validation set (never a test split)
-  local name=$1
+train_eval() {  # RUN NAME [override ...]: train NAME's connector into $out/RUN, then greedy WER on val (never a test split)
+  local run=$1 name=$2
+  shift 2
   .venv/bin/speechllm train recipes/asr/slam_tiny/config_ablation.yaml "model.connector=${CONNECTOR[$name]}" \
-    "run.out_dir=$out/$name" $( [ -f "$out/$name/last/train_state.pt" ] && echo --resume ) > "$out/$name.train.log" 2>&1
-  .venv/bin/speechllm eval runs/data/synth_val/manifest.jsonl.gz --model "$out/$name/last" --num-beams 1 \
-    --ctc-weight 0 --out "$out/eval/$name" > "$out/$name.eval.log" 2>&1
-}
-continue_one() {  # a further phase from NAME$FROM/last
-  local name=$1 run=$1${FROM:-}_c$CONTINUE
-  .venv/bin/speechllm train recipes/asr/slam_tiny/config_ablation.yaml "model.connector=${CONNECTOR[$name]}" \
-    "run.out_dir=$out/$run" "run.init_from=$out/$name${FROM:-}/last" "run.seed=${SEED:-1}" optim.warmup_steps=20 \
-    "optim.max_steps=$CONTINUE" "run.eval_every=$CONTINUE" \
-    $( [ -f "$out/$run/last/train_state.pt" ] && echo --resume ) > "$out/$run.train.log" 2>&1
+    "run.out_dir=$out/$run" "$@" $( [ -f "$out/$run/last/train_state.pt" ] && echo --resume ) > "$out/$run.train.log" 2>&1
   .venv/bin/speechllm eval runs/data/synth_val/manifest.jsonl.gz --model "$out/$run/last" --num-beams 1 \
     --ctc-weight 0 --out "$out/eval/$run" > "$out/$run.eval.log" 2>&1
 }
+run_one() {  # NAME: from scratch
+  train_eval "$1" "$1"
+}
+continue_one() {  # NAME: a further phase from NAME$FROM/last
+  train_eval "$1${FROM:-}_c$CONTINUE" "$1" "run.init_from=$out/$1${FROM:-}/last" "run.seed=${SEED:-1}" \
+    optim.warmup_steps=20 "optim.max_steps=$CONTINUE" "run.eval_every=$CONTINUE"
+}
 if [ -n "${CONTINUE:-}" ]; then
-  for ((i = 0; i < ${#names[@]}; i += 2)); do
-    continue_one "${names[i]}" &
-    [ $((i + 1)) -lt ${#names[@]} ] && continue_one "${names[i + 1]}" &
-    wait
-  done
-  exit 0
+  job=continue_one
+else
+  job=run_one
+  .venv/bin/speechllm train --cache-only recipes/asr/slam_tiny/config_ablation.yaml "run.out_dir=$out/cache" \
+    > "$out/cache.log" 2>&1  # the encoder cache once, shared by every run
 fi
-.venv/bin/speechllm train --cache-only recipes/asr/slam_tiny/config_ablation.yaml "run.out_dir=$out/cache" \
-  > "$out/cache.log" 2>&1  # the encoder cache once, shared by every run
-for ((i = 0; i < ${#names[@]}; i += 2)); do
-  run_one "${names[i]}" &
-  [ $((i + 1)) -lt ${#names[@]} ] && run_one "${names[i + 1]}" &
+for ((i = 0; i < ${#names[@]}; i += 2)); do  # two runs at a time
+  $job "${names[i]}" &
+  [ $((i + 1)) -lt ${#names[@]} ] && $job "${names[i + 1]}" &
   wait
 done
