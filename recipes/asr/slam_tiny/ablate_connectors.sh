@@ -8,6 +8,9 @@
 #   CONTINUE=400 bash recipes/asr/slam_tiny/ablate_connectors.sh linear5 linear10     (runs NAME_c400/)
 # and a third phase from the second's weights, on a new batch order:
 #   FROM=_c400 SEED=2 CONTINUE=300 bash recipes/asr/slam_tiny/ablate_connectors.sh linear5 linear10
+# Session 11: the same two phases for the MLP and the Q-Former (EVAL=0 skips the val decode after a phase):
+#   EVAL=0 CONTINUE=400 bash recipes/asr/slam_tiny/ablate_connectors.sh mlp5 qformer5
+#   FROM=_c400 SEED=2 CONTINUE=300 bash recipes/asr/slam_tiny/ablate_connectors.sh mlp5 qformer5
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 declare -A CONNECTOR=(
@@ -28,6 +31,7 @@ train_eval() {  # RUN NAME [override ...]: train NAME's connector into $out/RUN,
   shift 2
   .venv/bin/speechllm train recipes/asr/slam_tiny/config_ablation.yaml "model.connector=${CONNECTOR[$name]}" \
     "run.out_dir=$out/$run" "$@" $( [ -f "$out/$run/last/train_state.pt" ] && echo --resume ) > "$out/$run.train.log" 2>&1
+  [ "${EVAL:-1}" = 0 ] && return  # EVAL=0: the run's own dev loss and WER only
   .venv/bin/speechllm eval runs/data/synth_val/manifest.jsonl.gz --model "$out/$run/last" --num-beams 1 \
     --ctc-weight 0 --out "$out/eval/$run" > "$out/$run.eval.log" 2>&1
 }
