@@ -2,9 +2,9 @@
 
     .venv/bin/python recipes/asr/slam_tiny/ablation_table.py [NAME ...]   (default: linear5 linear10 mlp5 qformer5)
 
-A name's phases are chained in order: NAME (from scratch), NAME_c400, NAME_c400_c300 (the CONTINUE/FROM
-phases of ablate_connectors.sh), each one's steps counted on from the last.  Train loss at step S is the
-mean of the logged 10-step means over the 50 steps ending at S.  Dev loss / WER are each phase's end-of-run
+A name's phases are chained in order: NAME (from scratch), then the run named RUN_cN beside each run RUN
+(ablate_connectors.sh names a CONTINUE=N phase from RUN so, e.g. NAME_c400, NAME_c400_c300), each one's steps
+counted on from the last.  Train loss at step S is the mean of the logged means over the 50 steps ending at S.  Dev loss / WER are each phase's end-of-run
 evaluation; val is eval/RUN/results.json where that phase was decoded on val.
 """
 
@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 
-PHASES = ("", "_c400", "_c400_c300")
 WINDOW = 50
 
 
 def read_phases(root: Path, name: str) -> list[dict]:
     """The phases of ``name`` that have a log, each with its step offset, train losses and end evaluation."""
-    phases, offset = [], 0
-    for suffix in PHASES:
-        log = root / f"{name}{suffix}" / "log.jsonl"
-        if not log.is_file():
-            break
+    phases, offset, run = [], 0, name
+    while (log := root / run / "log.jsonl").is_file():
         train, dev, times = {}, None, []
         for line in log.read_text().splitlines():
             rec = json.loads(line)
@@ -36,19 +34,28 @@ def read_phases(root: Path, name: str) -> list[dict]:
         if len(train) < 2:
             break
         steps = max(train) - offset
-        # the first log line comes after 10 steps: scale the logged span to the whole phase (no dev eval)
-        minutes = (max(times) - min(times)) / 60 * steps / (steps - 10)
-        val_file = root / "eval" / f"{name}{suffix}" / "results.json"
-        phases.append({"run": f"{name}{suffix}", "offset": offset, "end": offset + steps, "train": train,
+        every = min(train) - offset  # the log's interval: its first line comes after that many steps
+        # scale the logged span (step `every` to the last) to the whole phase (no dev eval)
+        minutes = (max(times) - min(times)) / 60 * steps / (steps - every)
+        val_file = root / "eval" / run / "results.json"
+        phases.append({"run": run, "offset": offset, "end": offset + steps, "every": every, "train": train,
                        "dev": dev, "minutes": minutes,
                        "val": json.loads(val_file.read_text()) if val_file.is_file() else None})
         offset += steps
+        following = [d.name for d in root.glob(f"{run}_c*") if re.fullmatch(re.escape(run) + r"_c\d+", d.name)]
+        if len(following) > 1:
+            print(f"{run} is continued by several runs ({', '.join(sorted(following))}): "
+                  "the chain stops here", file=sys.stderr)
+        if len(following) != 1:
+            break
+        run = following[0]
     return phases
 
 
-def window_loss(train: dict[int, float], step: int) -> float | None:
-    vals = [train[s] for s in range(step - WINDOW + 10, step + 1, 10) if s in train]
-    return sum(vals) / len(vals) if len(vals) == WINDOW // 10 else None
+def window_loss(train: dict[int, float], step: int, every: int = 10) -> float | None:
+    """Mean of the logged ``every``-step means over the WINDOW steps ending at ``step`` (None if any is missing)."""
+    vals = [train[s] for s in range(step - WINDOW + every, step + 1, every) if s in train]
+    return sum(vals) / len(vals) if len(vals) == WINDOW // every else None
 
 
 def main() -> None:
@@ -64,7 +71,8 @@ def main() -> None:
     print("|---" * (len(steps) + 1) + "|")
     for name, phases in runs.items():
         train = {k: v for p in phases for k, v in p["train"].items()}
-        cells = [window_loss(train, s) for s in steps]
+        every = phases[0]["every"] if phases else 10
+        cells = [window_loss(train, s, every) for s in steps]
         print(f"| {name} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
     print("\nend of each phase:\n")
     print("| run | steps in all | dev loss | dev WER | val WER / CER | minutes (≈, phase) |")
